@@ -1,0 +1,56 @@
+"""Structured logging (structlog), configured once by the CLI, with secrets redacted on the way out.
+
+Two guards keep keys out of the logs: `Secret` values print as ``***`` by type, and the
+`redact_sensitive` processor masks any field whose *name* says it holds a credential
+(``secret``, ``token``, ``signature``, ``authorization``, ``password``), whatever its type.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Final
+
+import orjson
+import structlog
+
+from proxy.secret import REDACTED
+
+SENSITIVE_MARKERS: Final = ("secret", "token", "signature", "authorization", "password")
+
+
+def redact_sensitive(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if any(marker in key.lower() for marker in SENSITIVE_MARKERS):
+            event[key] = REDACTED
+    return event
+
+
+def _json_dumps(value: Any, **_: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def configure(level: str = "info", fmt: str = "console") -> None:
+    """Route structlog to stderr as console lines or JSON objects, at ``level``."""
+    renderer: Any
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer(serializer=_json_dumps)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_sensitive,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,53 @@
+"""Secret values (AccessKey secrets, tenant tokens) that cannot leak by accident.
+
+A `Secret` prints as ``***`` in `repr`, `str`, f-strings and structlog output, compares in constant
+time, and hands out its value only through `reveal()`, so every use of the real value is greppable.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Final
+
+REDACTED: Final = "***"
+
+
+class Secret:
+    """A string whose value is never printed."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError("Secret value must be a str")
+        self._value = value
+
+    def reveal(self) -> str:
+        """The real value: call only where it is needed (signing, comparing)."""
+        return self._value
+
+    def matches(self, candidate: str) -> bool:
+        """Constant-time comparison with a candidate value."""
+        return hmac.compare_digest(self._value.encode(), candidate.encode())
+
+    def __repr__(self) -> str:
+        return f"Secret({REDACTED})"
+
+    def __str__(self) -> str:
+        return REDACTED
+
+    def __format__(self, spec: str) -> str:
+        return REDACTED
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and self.matches(other._value)
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickling would write the value somewhere we do not control.
+        raise TypeError("Secret values cannot be pickled")

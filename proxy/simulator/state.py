@@ -1,0 +1,121 @@
+"""The simulator's mutable state: counters, flow-control windows, used nonces, fault plans, fixtures.
+
+Kept apart from the HTTP handlers so the referee logic (`ActionStats`) reads on its own.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.actions import ACTIONS
+from proxy.config import SimulatorSettings
+from proxy.simulator.faults import FaultPlan
+from proxy.simulator.fixtures import FixtureStore
+from proxy.simulator.window import SlidingWindowLimiter
+from proxy.upstream.signing import Credentials
+
+
+@dataclass
+class ActionStats:
+    """Counters for one action. ``calls`` = ok + throttled + rejected + business_errors + faults."""
+
+    cap: int
+    calls: int = 0
+    ok: int = 0
+    throttled: int = 0
+    rejected: int = 0
+    business_errors: int = 0
+    faults: int = 0
+    windows: dict[str, SlidingWindowLimiter] = field(default_factory=dict)
+
+    def window(self, access_key_id: str) -> SlidingWindowLimiter:
+        limiter = self.windows.get(access_key_id)
+        if limiter is None:
+            limiter = self.windows[access_key_id] = SlidingWindowLimiter(self.cap)
+        return limiter
+
+    @property
+    def max_in_any_1s(self) -> int:
+        return max((w.max_in_any_window for w in self.windows.values()), default=0)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "ok": self.ok,
+            "throttled": self.throttled,
+            "rejected": self.rejected,
+            "business_errors": self.business_errors,
+            "faults": self.faults,
+            "max_in_any_1s": self.max_in_any_1s,
+            "cap": self.cap,
+            "by_key": {key: {"max_in_any_1s": w.max_in_any_window} for key, w in sorted(self.windows.items())},
+        }
+
+
+class NonceRegistry:
+    """Nonces seen per AccessKey within the accepted clock skew; a reuse is a replay.
+
+    Entries older than ``ttl`` seconds are dropped: a request that old fails the date check anyway.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def use(self, access_key_id: str, nonce: str, now: float) -> bool:
+        """Record a nonce; False if it was already used."""
+        while self._seen:
+            oldest_key, seen_at = next(iter(self._seen.items()))
+            if now - seen_at <= self._ttl:
+                break
+            del self._seen[oldest_key]
+        key = (access_key_id, nonce)
+        if key in self._seen:
+            return False
+        self._seen[key] = now
+        return True
+
+    def clear(self) -> None:
+        self._seen.clear()
+
+
+class SimulatorState:
+    def __init__(self, settings: SimulatorSettings, store: FixtureStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.credentials: dict[str, Credentials] = {c.access_key_id: c for c in settings.access_keys}
+        self.rng = random.Random(settings.seed)
+        self.default_plan = FaultPlan(
+            latency_ms=settings.latency_ms,
+            jitter_ms=settings.jitter_ms,
+            error_rate=settings.error_rate,
+            hang_rate=settings.hang_rate,
+            hang_ms=settings.hang_ms,
+            throttle_rate=settings.throttle_rate,
+        )
+        self.plans: dict[str, FaultPlan] = {}
+        self.nonces = NonceRegistry(ttl=2 * settings.max_skew_s + 60)
+        self.unrouted = 0
+        self.stats: dict[str, ActionStats] = {}
+        self.reset()
+
+    def plan(self, action: str) -> FaultPlan:
+        return self.plans.get(action, self.default_plan)
+
+    def reset(self, everything: bool = False) -> None:
+        """Zero the counters and windows; with ``everything``, also restore fixtures and fault plans."""
+        self.stats = {name: ActionStats(cap=self.settings.cap(name)) for name in ACTIONS}
+        self.unrouted = 0
+        if everything:
+            self.store.restore()
+            self.plans = {}
+            self.nonces.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "actions": {name: stats.snapshot() for name, stats in self.stats.items()},
+            "unrouted": self.unrouted,
+        }
