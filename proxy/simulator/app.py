@@ -41,7 +41,8 @@ log = get_logger("proxy.simulator")
 
 
 class CallError(Exception):
-    """Ends a call with an upstream-shaped error; ``counter`` names the stats field it counts in."""
+    """Ends a call with an upstream-shaped error; ``counter`` names the stats field it counts in
+    (empty: already counted)."""
 
     def __init__(self, code: str, message: str | None = None, status: int | None = None,
                  counter: str = "rejected") -> None:
@@ -120,8 +121,9 @@ async def _serve_call(state: SimulatorState, stats: ActionStats, action: str, ac
     if not stats.window(access_key_id).arrive(loop.time(), force_throttle=fault is Fault.THROTTLE):
         raise CallError("System.LimitControl", counter="throttled")
     if fault is Fault.HANG:
+        stats.faults += 1  # counted now: the caller usually gives up before the hang ends
         await asyncio.sleep(plan.hang_ms / 1000.0)
-        raise CallError("GatewayTimeout", counter="faults")
+        raise CallError("GatewayTimeout", counter="")
     await asyncio.sleep(latency_seconds(plan, state.rng))
     if fault is Fault.ERROR_503:
         raise CallError("ServiceUnavailable", counter="faults")
@@ -152,7 +154,7 @@ async def handle_api(request: web.Request) -> web.Response:
     except CallError as exc:
         if stats is None:
             state.unrouted += 1
-        else:
+        elif exc.counter:
             setattr(stats, exc.counter, getattr(stats, exc.counter) + 1)
         log.debug("call refused", code=exc.code, status=exc.status)
         return json_response(error_body(exc.code, exc.message, request_id, request.host), exc.status, request_id)
