@@ -62,6 +62,46 @@ def probability(raw: str) -> float:
     return value
 
 
+def positive_float(raw: str) -> float:
+    value = non_negative_float(raw)
+    if value <= 0:
+        raise ValueError("must be a number > 0")
+    return value
+
+
+def positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be an integer >= 1")
+    return value
+
+
+def boolean(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def http_url(raw: str) -> str:
+    from yarl import URL
+
+    url = URL(raw)
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise ValueError("must be an http:// or https:// URL")
+    return raw.rstrip("/")
+
+
+def redis_url(raw: str) -> str | None:
+    if raw == "":
+        return None
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return raw
+
+
 def optional_int(raw: str) -> int | None:
     return None if raw == "" else int(raw)
 
@@ -102,18 +142,22 @@ def access_keys(raw: str) -> tuple[Credentials, ...]:
     return tuple(access_key(item) for item in items)
 
 
-def action_caps(raw: str) -> Mapping[str, int]:
-    """``Action=N`` pairs, comma-separated."""
-    caps: dict[str, int] = {}
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        name, eq, number = item.partition("=")
-        if not eq or name not in ACTIONS:
-            raise ValueError(f"must be ACTION=N with ACTION one of {', '.join(ACTIONS)}")
-        value = int(number)
-        if value < 1:
-            raise ValueError("caps must be >= 1")
-        caps[name] = value
-    return caps
+def per_action(parse: Callable[[str], Any], unit: str = "N") -> Callable[[str], Mapping[str, Any]]:
+    """A parser of comma-separated ``ACTION=VALUE`` pairs."""
+
+    def parse_pairs(raw: str) -> Mapping[str, Any]:
+        values: dict[str, Any] = {}
+        for item in filter(None, (part.strip() for part in raw.split(","))):
+            name, eq, value = item.partition("=")
+            if not eq or name not in ACTIONS:
+                raise ValueError(f"must be ACTION={unit} with ACTION one of {', '.join(ACTIONS)}")
+            values[name] = parse(value)
+        return values
+
+    return parse_pairs
+
+
+action_caps = per_action(positive_int)
 
 
 # ---------------------------------------------------------------------------------------- options
@@ -124,7 +168,7 @@ class Option:
     """One setting: where it comes from and how it is parsed."""
 
     field: str
-    flag: str
+    flag: str | None  # None: environment only (secrets never go on a command line)
     env: str
     parse: Callable[[str], Any]
     default: Any
@@ -134,6 +178,8 @@ class Option:
     repeatable: bool = False
     #: For repeatable flags: how to join several parsed values.
     combine: Callable[[list[Any]], Any] | None = None
+    #: A switch: the flag takes no value and means "true".
+    switch: bool = False
 
     def describe_default(self) -> str:
         if self.secret:
@@ -145,6 +191,12 @@ class Option:
 
 def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
     for option in options:
+        if option.flag is None:
+            continue
+        if option.switch:
+            parser.add_argument(option.flag, dest=option.field, default=None, action="store_const", const="true",
+                                help=f"{option.help} [env {option.env}=true]")
+            continue
         parser.add_argument(
             option.flag,
             dest=option.field,
@@ -195,8 +247,8 @@ def _flatten_keys(parsed: list[Any]) -> tuple[Credentials, ...]:
     return tuple(flat)
 
 
-def _merge_caps(parsed: list[Mapping[str, int]]) -> Mapping[str, int]:
-    merged: dict[str, int] = {}
+def _merge_caps(parsed: list[Mapping[str, Any]]) -> Mapping[str, Any]:
+    merged: dict[str, Any] = {}
     for item in parsed:
         merged.update(item)
     return merged
@@ -274,3 +326,128 @@ SIMULATOR_OPTIONS: Final = (
 def default_environ() -> Mapping[str, str]:
     """The process environment, read once by the CLI entry point and passed down."""
     return dict(os.environ)
+
+
+# --------------------------------------------------------------------------------------- gateway
+
+DEFAULT_UPSTREAM: Final = "https://cams.ap-southeast-1.aliyuncs.com"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Settings of ``cams-proxy serve``. The AccessKey comes from the environment only."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    redis_url: str | None = None
+    upstream: str = DEFAULT_UPSTREAM
+    access_key_id: str | None = None
+    access_key_secret: Secret | None = None
+    security_token: Secret | None = None
+    caps: Mapping[str, int] | None = None
+    allow_cap_above_documented: bool = False
+    ttls: Mapping[str, float] | None = None
+    queue_bounds: Mapping[str, int] | None = None
+    spacing_margin_ms: float = 20.0
+    deadline_s: float = 10.0
+    upstream_timeout_s: float = 8.0
+    upstream_connect_timeout_s: float = 3.0
+    upstream_attempts: int = 3
+    memory_max_entries: int = 10_000
+    memory_max_bytes: int = 64 * 1024 * 1024
+    tenants_file: Path | None = None
+    log_level: str = "info"
+    log_format: str = "auto"
+
+    @classmethod
+    def from_sources(cls, namespace: argparse.Namespace, environ: Mapping[str, str]) -> Self:
+        settings = cls(**resolve(GATEWAY_OPTIONS, namespace, environ))
+        problems = settings.problems()
+        if problems:
+            raise ConfigError(problems)
+        return settings
+
+    def problems(self) -> list[str]:
+        """Checks across settings, after each value parsed on its own."""
+        found: list[str] = []
+        if not self.access_key_id or self.access_key_secret is None or not self.access_key_secret:
+            found.append("ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET must be set: the gateway "
+                         "signs every upstream call with that key (make run uses the simulator's demo pair)")
+        for name, cap in (self.caps or {}).items():
+            documented = ACTIONS[name].cap_per_second
+            if cap > documented and not self.allow_cap_above_documented:
+                found.append(f"invalid setting --cap={name}={cap}: above the documented upstream cap of "
+                             f"{documented}/s; add --allow-cap-above-documented only if your account's cap was raised")
+        if self.deadline_s > 0 and self.upstream_timeout_s > self.deadline_s:
+            found.append(f"invalid setting CAMS_TIMEOUT_S={self.upstream_timeout_s}: longer than the request "
+                         f"deadline PROXY_DEADLINE_S={self.deadline_s}")
+        return found
+
+    def cap(self, action: str) -> int:
+        return (self.caps or {}).get(action, ACTIONS[action].cap_per_second)
+
+    def ttl(self, action: str) -> float:
+        return float((self.ttls or {}).get(action, ACTIONS[action].ttl_seconds))
+
+    def queue_bound(self, action: str) -> int:
+        return (self.queue_bounds or {}).get(action, DEFAULT_QUEUE_BOUND)
+
+    def credentials(self) -> Credentials:
+        if self.access_key_id is None or self.access_key_secret is None:
+            raise RuntimeError("settings were not validated: no AccessKey")
+        return Credentials(self.access_key_id, self.access_key_secret, self.security_token)
+
+    def json_logs(self, is_tty: bool) -> bool:
+        return self.log_format == "json" or (self.log_format == "auto" and not is_tty)
+
+
+DEFAULT_QUEUE_BOUND: Final = 200
+
+
+def _secret(raw: str) -> Secret | None:
+    return Secret(raw) if raw else None
+
+
+GATEWAY_OPTIONS: Final = (
+    Option("host", "--host", "PROXY_HOST", str, "127.0.0.1", "address to listen on", "ADDR"),
+    Option("port", "--port", "PROXY_PORT", parse_port, 8080, "port to listen on; 0 picks a free one", "PORT"),
+    Option("redis_url", "--redis-url", "REDIS_URL", redis_url, None,
+           "Redis for the shared cache (unset: in-process memory cache)", "URL"),
+    Option("upstream", "--upstream", "CAMS_ENDPOINT", http_url, DEFAULT_UPSTREAM, "the CAMS endpoint, a full URL",
+           "URL"),
+    Option("access_key_id", None, "ALIBABA_CLOUD_ACCESS_KEY_ID", str, None, "the AccessKey id upstream calls use"),
+    Option("access_key_secret", None, "ALIBABA_CLOUD_ACCESS_KEY_SECRET", _secret, None,
+           "its secret", secret=True),
+    Option("security_token", None, "ALIBABA_CLOUD_SECURITY_TOKEN", _secret, None,
+           "STS security token, when the key is an STS one", secret=True),
+    Option("caps", "--cap", "PROXY_CAPS", action_caps, None,
+           "upstream calls/s for an action, ACTION=N; repeatable (default: the documented caps, 5 and 10)",
+           "ACTION=N", repeatable=True, combine=_merge_caps),
+    Option("allow_cap_above_documented", "--allow-cap-above-documented", "PROXY_ALLOW_CAP_ABOVE_DOCUMENTED",
+           boolean, False, "allow --cap above the documented caps", switch=True),
+    Option("ttls", "--ttl", "PROXY_TTLS", per_action(positive_float, "SECONDS"), None,
+           "cache TTL for an action, ACTION=SECONDS; repeatable (default 300 templates, 600 WABA)",
+           "ACTION=S", repeatable=True, combine=_merge_caps),
+    Option("queue_bounds", "--queue-bound", "PROXY_QUEUE_BOUNDS", per_action(positive_int), None,
+           f"most misses waiting for an upstream slot, ACTION=N; repeatable (default {DEFAULT_QUEUE_BOUND})",
+           "ACTION=N", repeatable=True, combine=_merge_caps),
+    Option("spacing_margin_ms", "--spacing-margin-ms", "PROXY_SPACING_MARGIN_MS", non_negative_float, 20.0,
+           "delta: upstream grants are (1 + delta)/cap seconds apart; covers grant-to-arrival jitter", "MS"),
+    Option("deadline_s", "--deadline-s", "PROXY_DEADLINE_S", positive_float, 10.0,
+           "longest a request may take, queue and upstream included (clients may ask for less)", "S"),
+    Option("upstream_timeout_s", "--upstream-timeout-s", "CAMS_TIMEOUT_S", positive_float, 8.0,
+           "timeout of one upstream call", "S"),
+    Option("upstream_connect_timeout_s", "--upstream-connect-timeout-s", "CAMS_CONNECT_TIMEOUT_S", positive_float,
+           3.0, "connect timeout of one upstream call", "S"),
+    Option("upstream_attempts", "--upstream-attempts", "PROXY_UPSTREAM_ATTEMPTS", positive_int, 3,
+           "upstream attempts per miss for faults and throttling, each through the queue", "N"),
+    Option("memory_max_entries", "--memory-max-entries", "PROXY_MEMORY_MAX_ENTRIES", positive_int, 10_000,
+           "in-process cache bound, entries", "N"),
+    Option("memory_max_bytes", "--memory-max-bytes", "PROXY_MEMORY_MAX_BYTES", positive_int, 64 * 1024 * 1024,
+           "in-process cache bound, body bytes", "N"),
+    Option("tenants_file", "--tenants", "PROXY_TENANTS_FILE", existing_file, None,
+           "JSON file of tenants and their credentials (see docs/tenants.md)", "FILE"),
+    Option("log_level", "--log-level", "LOG_LEVEL", choice(LOG_LEVELS), "info", "log level", "LEVEL"),
+    Option("log_format", "--log-format", "LOG_FORMAT", choice((*LOG_FORMATS, "auto")), "auto",
+           "console, json, or auto (json unless stderr is a terminal)", "FORMAT"),
+)

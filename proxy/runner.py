@@ -22,9 +22,10 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_forever(app: web.Application, sock: socket.socket, on_ready: Callable[[], None]) -> None:
+async def serve_forever(app: web.Application, sock: socket.socket, on_ready: Callable[[], None],
+                        runner_factory: Callable[..., web.AppRunner] = web.AppRunner) -> None:
     """Serve ``app`` on ``sock``; call ``on_ready`` once listening; stop cleanly on SIGINT/SIGTERM."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = runner_factory(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.SockSite(runner, sock, shutdown_timeout=5.0)
     await site.start()

@@ -6,12 +6,12 @@ Kept apart from the HTTP handlers so the referee logic (`ActionStats`) reads on 
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.actions import ACTIONS
 from proxy.config import SimulatorSettings
+from proxy.nonces import NonceRegistry
 from proxy.simulator.faults import FaultPlan
 from proxy.simulator.fixtures import FixtureStore
 from proxy.simulator.window import SlidingWindowLimiter
@@ -53,33 +53,6 @@ class ActionStats:
             "cap": self.cap,
             "by_key": {key: {"max_in_any_1s": w.max_in_any_window} for key, w in sorted(self.windows.items())},
         }
-
-
-class NonceRegistry:
-    """Nonces seen per AccessKey within the accepted clock skew; a reuse is a replay.
-
-    Entries older than ``ttl`` seconds are dropped: a request that old fails the date check anyway.
-    """
-
-    def __init__(self, ttl: float) -> None:
-        self._ttl = ttl
-        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
-
-    def use(self, access_key_id: str, nonce: str, now: float) -> bool:
-        """Record a nonce; False if it was already used."""
-        while self._seen:
-            oldest_key, seen_at = next(iter(self._seen.items()))
-            if now - seen_at <= self._ttl:
-                break
-            del self._seen[oldest_key]
-        key = (access_key_id, nonce)
-        if key in self._seen:
-            return False
-        self._seen[key] = now
-        return True
-
-    def clear(self) -> None:
-        self._seen.clear()
 
 
 class SimulatorState:

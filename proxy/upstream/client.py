@@ -5,35 +5,27 @@ query and an empty body), signed with ACS3-HMAC-SHA256 over the minimal header s
 and nonce per attempt. The client never retries: whether and when to try again is the admission
 layer's decision, because a retry spends quota.
 
-aiohttp's exceptions are translated here, once, into `UpstreamTimeout` and `UpstreamUnreachable`.
+aiohttp's exceptions are translated here, once, into `UpstreamTimeout` and `UpstreamUnreachable`
+(`proxy.upstream.errors`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from urllib.parse import urlencode
 
 import aiohttp
 from yarl import URL
 
 from proxy.actions import API_VERSION
+from proxy.upstream.errors import UpstreamTimeout, UpstreamUnreachable
 from proxy.upstream.signing import Credentials, format_date, sign_v3
-
-
-class UpstreamError(Exception):
-    """The upstream gave no HTTP answer."""
-
-
-class UpstreamTimeout(UpstreamError):
-    """No complete answer within the timeout."""
-
-
-class UpstreamUnreachable(UpstreamError):
-    """The connection failed (refused, reset, DNS, TLS)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +38,30 @@ class UpstreamResponse:
     request_id: str | None
     retry_after_ms: int | None
     elapsed: float
+    #: Event-loop time at which the request headers were written (None without `create_session`).
+    sent_at: float | None = None
+
+
+async def _on_headers_sent(
+    _session: aiohttp.ClientSession, context: SimpleNamespace, _params: aiohttp.TraceRequestHeadersSentParams
+) -> None:
+    request_context = context.trace_request_ctx
+    if isinstance(request_context, dict):
+        request_context["headers_sent"] = asyncio.get_running_loop().time()
+
+
+def create_session(*, connect_timeout: float = 3.0, connections: int = 32) -> aiohttp.ClientSession:
+    """The one long-lived session: keep-alive pool, connect timeout, and a trace hook that records when
+    each request's headers hit the socket (the grant-to-send delay the budget must cover)."""
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(_on_headers_sent)
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections, keepalive_timeout=60.0, enable_cleanup_closed=True),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+        trace_configs=[trace],
+        auto_decompress=True,
+        skip_auto_headers=("User-Agent",),
+    )
 
 
 def _new_nonce() -> str:
@@ -102,9 +118,11 @@ class UpstreamClient:
         raw_query = urlencode(query)
         target = URL(f"{url}?{raw_query}", encoded=True) if raw_query else url
         started = time.monotonic()
+        trace_context: dict[str, float] = {}
         try:
             async with self._session.request(
-                method, target, headers=headers, data=b"", timeout=self._timeout, allow_redirects=False
+                method, target, headers=headers, data=b"", timeout=self._timeout, allow_redirects=False,
+                trace_request_ctx=trace_context,
             ) as response:
                 body = await response.read()
         except TimeoutError as exc:
@@ -119,4 +137,5 @@ class UpstreamClient:
             request_id=response.headers.get("x-acs-request-id"),
             retry_after_ms=int(retry_after) if retry_after.isdigit() else None,
             elapsed=time.monotonic() - started,
+            sent_at=trace_context.get("headers_sent"),
         )

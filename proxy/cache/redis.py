@@ -1,0 +1,139 @@
+"""The Redis `Cache` backend: one Redis string per key, a compact binary header followed by the raw body.
+
+Value layout (big-endian), version ``c1``::
+
+    offset  size  field
+    0       2     magic b"c1"
+    2       2     status            (unsigned 16-bit)
+    4       8     fetched_at        (IEEE-754 double, seconds since the epoch; exact round trip)
+    12      2     content-type length n (unsigned 16-bit)
+    14      n     content type      (UTF-8)
+    14+n    rest  body              (the upstream bytes, untouched)
+
+Redis cost per call: ``get`` is one ``GET``, ``set`` one ``SET key value PX ttl_ms``, ``delete`` one ``DEL``.
+The body is taken from the stored value by slicing; it is never re-encoded.
+
+Guarantees:
+
+* Expiry is Redis's own: the TTL is rounded up to whole milliseconds (at least 1 ms), so an entry lives at
+  least as long as asked and ``get`` never returns it after Redis expires it.
+* Every failure to talk to Redis (``RedisError``, ``OSError``, timeouts) is raised as `CacheError` from the
+  original exception, at one seam (`_translated`). Nothing is swallowed and no value is made up.
+* A stored value this module cannot read (another magic/version, truncated, bad content type) is a miss, not an
+  error: ``get`` returns None, and the next ``set`` overwrites it. This lets a newer format roll out without
+  failing requests; such keys are not deleted on read.
+
+Non-guarantees: no retries beyond what the client is configured with; no compression; keys are the prefix plus
+the caller's key, unhashed.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis.asyncio
+from redis.exceptions import RedisError
+
+from proxy.cache.base import CacheError, Entry
+
+MAGIC = b"c1"
+HEADER = struct.Struct(">2sHdH")  # magic, status, fetched_at, content-type length
+_MAX_U16 = 0xFFFF
+
+
+def pack_entry(entry: Entry) -> bytes:
+    """The stored value for ``entry``. Raises ValueError if status or content type do not fit 16 bits."""
+    content_type = entry.content_type.encode("utf-8")
+    if not 0 <= entry.status <= _MAX_U16:
+        raise ValueError(f"status out of range: {entry.status}")
+    if len(content_type) > _MAX_U16:
+        raise ValueError(f"content type too long: {len(content_type)} bytes")
+    return b"".join((HEADER.pack(MAGIC, entry.status, entry.fetched_at, len(content_type)), content_type,
+                     entry.body))
+
+
+def unpack_entry(value: bytes) -> Entry | None:
+    """The entry stored in ``value``, or None if it is not a well-formed ``c1`` value."""
+    if len(value) < HEADER.size:
+        return None
+    magic, status, fetched_at, type_length = HEADER.unpack_from(value)
+    body_start = HEADER.size + type_length
+    if magic != MAGIC or len(value) < body_start:
+        return None
+    try:
+        content_type = value[HEADER.size:body_start].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return Entry(status=status, body=value[body_start:], fetched_at=fetched_at, content_type=content_type)
+
+
+def ttl_ms(ttl: float) -> int:
+    """``ttl`` seconds as whole milliseconds, rounded up, at least 1. Raises ValueError unless finite and > 0."""
+    if not (ttl > 0 and math.isfinite(ttl)):
+        raise ValueError(f"ttl must be positive and finite, got {ttl!r}")
+    return max(1, math.ceil(round(ttl * 1000, 6)))  # round first: 0.07 * 1000 is 70.00000000000001, not 71 ms
+
+
+@contextmanager
+def _translated(operation: str) -> Iterator[None]:
+    """The one place Redis client failures become `CacheError`."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:  # OSError covers TimeoutError, which asyncio.TimeoutError is (3.11+)
+        raise CacheError(f"redis {operation} failed: {type(exc).__name__}: {exc}") from exc
+
+
+class RedisCache:
+    """The `Cache` backend shared by every gateway process, over one ``redis.asyncio.Redis`` client.
+
+    The client must return bytes (``decode_responses=False``); the cache owns it and closes it in `close`.
+    """
+
+    name = "redis"
+
+    def __init__(self, client: redis.asyncio.Redis, prefix: str = "cams:c:") -> None:
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("RedisCache needs a client with decode_responses=False")
+        self.client = client
+        self.prefix = prefix
+
+    @classmethod
+    def from_url(cls, url: str, *, socket_timeout: float = 0.25, prefix: str = "cams:c:") -> RedisCache:
+        """A cache over a new client for ``url``; ``socket_timeout`` bounds both connecting and each reply."""
+        client = redis.asyncio.Redis.from_url(url, socket_timeout=socket_timeout,
+                                              socket_connect_timeout=socket_timeout, decode_responses=False)
+        return cls(client, prefix=prefix)
+
+    def key(self, key: str) -> str:
+        """The Redis key that holds ``key``."""
+        return self.prefix + key
+
+    async def get(self, key: str) -> Entry | None:
+        """The live entry under ``key``, or None (also for an unreadable value). Raises `CacheError`."""
+        with _translated("GET"):
+            value = await self.client.get(self.key(key))
+        if value is None:
+            return None
+        if not isinstance(value, bytes):  # excluded by the constructor check; narrows the client's type
+            raise TypeError(f"expected bytes from redis, got {type(value).__name__}")
+        return unpack_entry(value)
+
+    async def set(self, key: str, entry: Entry, ttl: float) -> None:
+        """Store ``entry`` for ``ttl`` seconds (rounded up to whole ms), replacing any value. Raises `CacheError`."""
+        value, px = pack_entry(entry), ttl_ms(ttl)
+        with _translated("SET"):
+            await self.client.set(self.key(key), value, px=px)
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``; True if a live entry was removed. Raises `CacheError`."""
+        with _translated("DEL"):
+            removed = await self.client.delete(self.key(key))
+        return removed > 0
+
+    async def close(self) -> None:
+        """Close the client and its connection pool. Raises `CacheError`."""
+        with _translated("close"):
+            await self.client.aclose()

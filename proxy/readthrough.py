@@ -1,0 +1,191 @@
+"""The read-through flow, in one readable place: cache, coalesce, admit, call, classify, store.
+
+    lookup       the cache; a live entry is a HIT (no queue, no upstream)
+    coalesce     a miss joins the flight for its key, or starts it (MISS for the leader, COALESCED
+                 for the others); everyone waits with their own deadline
+    fill         per attempt: a slot from the action's queue, then one signed upstream call, then
+                 the outcome table (`proxy.upstream.errors`): SUCCESS is stored for the action's TTL;
+                 THROTTLED and FAULT (and no answer at all) are retried through the queue while
+                 attempts and the deadline allow; anything else is answered as is, never stored
+
+The answer is always the upstream's status and body bytes, untouched. A cache backend error never
+fails a request: the lookup counts as a miss and the store is skipped (both logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from proxy.actions import ActionSpec
+from proxy.admission.queue import UpstreamQueue
+from proxy.cache.base import Cache, CacheError, Entry
+from proxy.coalesce import SingleFlight
+from proxy.errors import DeadlineExceeded, GatewayError, UpstreamFailed
+from proxy.keys import cache_key
+from proxy.logs import get_logger
+from proxy.tasks import TaskOwner
+from proxy.upstream.client import UpstreamClient, UpstreamResponse
+from proxy.upstream.errors import Outcome, UpstreamError, UpstreamTimeout, classify
+
+log = get_logger("proxy.readthrough")
+
+
+class CacheStatus(Enum):
+    HIT = "HIT"
+    MISS = "MISS"
+    COALESCED = "COALESCED"
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """What one flight produced."""
+
+    entry: Entry
+    outcome: Outcome
+    code: str
+    attempts: int
+    queue_wait: float
+    upstream_time: float
+    stored: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    entry: Entry
+    cache: CacheStatus
+    fill: Fill | None = None
+
+
+@dataclass
+class Counters:
+    """Plain counts of what the flow did (metrics export comes later)."""
+
+    hits: int = 0
+    misses: int = 0
+    coalesced: int = 0
+    upstream_calls: int = 0
+    upstream_throttled: int = 0
+    upstream_faults: int = 0
+    upstream_no_answer: int = 0
+    cache_errors: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+class ReadThrough:
+    def __init__(
+        self,
+        *,
+        cache: Cache,
+        client: UpstreamClient,
+        queues: Mapping[str, UpstreamQueue],
+        ttl: Callable[[str], float],
+        attempts: int,
+        access_key_id: Callable[[], str],
+        owner: TaskOwner,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cache = cache
+        self._client = client
+        self._queues = queues
+        self._ttl = ttl
+        self._attempts = attempts
+        self._access_key_id = access_key_id
+        self._flights: SingleFlight[Fill] = SingleFlight(owner)
+        self._wall = wall_clock
+        self.counters = Counters()
+
+    def key_for(self, spec: ActionSpec, params: Mapping[str, str]) -> str:
+        return cache_key(endpoint=str(self._client.endpoint), access_key_id=self._access_key_id(),
+                         action=spec.name, version=spec.version, params=params)
+
+    async def fetch(self, spec: ActionSpec, params: Mapping[str, str], deadline: float) -> Answer:
+        """The answer for one validated call; raises `GatewayError` when there is none to give."""
+        key = self.key_for(spec, params)
+        entry = await self._lookup(key)
+        if entry is not None:
+            self.counters.hits += 1
+            return Answer(entry, CacheStatus.HIT)
+        flight, leader = self._flights.join(key, lambda: self._fill(spec, dict(params), key, deadline))
+        if leader:
+            self.counters.misses += 1
+        else:
+            self.counters.coalesced += 1
+        try:
+            fill = await SingleFlight.wait(flight, deadline)
+        except TimeoutError as exc:
+            raise DeadlineExceeded(f"The request's deadline passed while the upstream call for {spec.name} was "
+                                   "in progress; the call goes on and will fill the cache.") from exc
+        return Answer(fill.entry, CacheStatus.MISS if leader else CacheStatus.COALESCED, fill)
+
+    async def _lookup(self, key: str) -> Entry | None:
+        try:
+            return await self.cache.get(key)
+        except CacheError as exc:
+            self.counters.cache_errors += 1
+            log.warning("cache lookup failed; treating as a miss", backend=self.cache.name, error=str(exc))
+            return None
+
+    async def _store(self, key: str, entry: Entry, ttl: float) -> bool:
+        try:
+            await self.cache.set(key, entry, ttl)
+        except CacheError as exc:
+            self.counters.cache_errors += 1
+            log.warning("cache store failed; answer not cached", backend=self.cache.name, error=str(exc))
+            return False
+        return True
+
+    async def _fill(self, spec: ActionSpec, params: dict[str, str], key: str, deadline: float) -> Fill:
+        queue = self._queues[spec.name]
+        loop = asyncio.get_running_loop()
+        queued_for = upstream_time = 0.0
+        last: UpstreamResponse | None = None
+        last_error: UpstreamError | None = None
+        for attempt in range(1, self._attempts + 1):
+            asked = loop.time()
+            try:
+                granted = await queue.acquire(deadline)
+            except GatewayError:
+                if last is None and last_error is None:
+                    raise
+                break  # a retry found no slot in time: answer with what the upstream last said
+            queued_for += granted - asked
+            self.counters.upstream_calls += 1
+            try:
+                response = await self._client.call(spec.name, params, version=spec.version)
+            except UpstreamError as exc:
+                self.counters.upstream_no_answer += 1
+                last_error = exc
+                log.warning("upstream gave no answer", action=spec.name, attempt=attempt, error=str(exc))
+                continue
+            upstream_time += response.elapsed
+            if response.sent_at is not None:
+                queue.stats.record_send_delay(response.sent_at - granted)
+            last, last_error = response, None
+            classified = classify(response.status, response.body)
+            self.counters.outcomes[classified.outcome.value] = self.counters.outcomes.get(
+                classified.outcome.value, 0) + 1
+            if classified.outcome is Outcome.THROTTLED:
+                self.counters.upstream_throttled += 1
+                log.warning("upstream throttled a call", action=spec.name, code=classified.code, attempt=attempt)
+            elif classified.outcome is Outcome.FAULT:
+                self.counters.upstream_faults += 1
+            if classified.outcome.retryable and attempt < self._attempts and loop.time() < deadline:
+                continue
+            entry = Entry(response.status, response.body, self._wall(),
+                          response.content_type or "application/json;charset=utf-8")
+            stored = False
+            if classified.outcome is Outcome.SUCCESS:
+                stored = await self._store(key, entry, self._ttl(spec.name))
+            return Fill(entry, classified.outcome, classified.code, attempt, queued_for, upstream_time, stored)
+        if last is not None:
+            classified = classify(last.status, last.body)
+            entry = Entry(last.status, last.body, self._wall(), last.content_type)
+            return Fill(entry, classified.outcome, classified.code, self._attempts, queued_for, upstream_time, False)
+        if isinstance(last_error, UpstreamTimeout):
+            raise UpstreamFailed(f"The upstream did not answer {spec.name} in time.", code="Proxy.UpstreamTimeout",
+                                 status=504)
+        raise UpstreamFailed(f"The upstream could not be reached for {spec.name}.")

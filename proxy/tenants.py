@@ -1,0 +1,196 @@
+"""Who is calling: every request is attributed to a tenant, optionally authenticated.
+
+Without a tenants file (or with ``"require_authentication": false``) attribution is a label, not a
+credential: the ``X-Tenant`` header, else the AccessKeyId the caller signed with (V3 ``Credential=``
+or V1 ``AccessKeyId``, unverified), else ``anonymous``.
+
+With ``"require_authentication": true`` every request must prove a tenant, and ``X-Tenant`` is
+ignored:
+
+* a bearer token (``Authorization: Bearer <token>``, or the SDK's ``x-acs-bearer-token``), compared
+  by SHA-256 digest; the file may hold the token or ``sha256:<hex>`` of it;
+* or a gateway-issued AccessKey pair: the SDK signs with it as it would upstream and the gateway
+  verifies the V3 (or V1) signature, date and nonce with the foundation's verifier, so SDK users
+  authenticate with no code change.
+
+Failures answer in the upstream's shape (``InvalidAccessKeyId.NotFound`` 404,
+``SignatureDoesNotMatch`` 400, …) before any quota is spent.
+
+File format (JSON)::
+
+    {"require_authentication": true,
+     "tenants": {"checkout": {"weight": 1, "tokens": ["sha256:…"],
+                              "access_keys": [{"id": "LTAI…", "secret": "…"}]}}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from proxy.errors import RequestRejected
+from proxy.nonces import NonceRegistry
+from proxy.secret import Secret
+from proxy.upstream.signing import (
+    DEFAULT_MAX_SKEW,
+    Credentials,
+    ReceivedRequest,
+    SignatureError,
+    parse_authorization,
+    verify_v1,
+    verify_v3,
+)
+
+ANONYMOUS: Final = "anonymous"
+TENANT_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+
+
+class TenantsFileError(ValueError):
+    """The tenants file does not fit the format."""
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    weight: float = 1.0
+
+
+@dataclass
+class TenantDirectory:
+    require_authentication: bool = False
+    tenants: dict[str, Tenant] = field(default_factory=dict)
+    token_digests: dict[str, str] = field(default_factory=dict)  # sha256 hex -> tenant
+    access_keys: dict[str, tuple[str, Credentials]] = field(default_factory=dict)  # key id -> (tenant, creds)
+
+    def credentials(self, access_key_id: str) -> Credentials | None:
+        found = self.access_keys.get(access_key_id)
+        return found[1] if found else None
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def parse_tenants(document: Any) -> TenantDirectory:
+    if not isinstance(document, dict) or not isinstance(document.get("tenants", {}), dict):
+        raise TenantsFileError('the tenants file must be an object with a "tenants" object')
+    directory = TenantDirectory(require_authentication=bool(document.get("require_authentication", False)))
+    for name, spec in document.get("tenants", {}).items():
+        if not TENANT_NAME.match(name) or not isinstance(spec, dict):
+            raise TenantsFileError(f"tenant {name[:40]!r}: names are 1-64 of A-Z a-z 0-9 . _ : - and map to objects")
+        weight = spec.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+            raise TenantsFileError(f"tenant {name}: weight must be a number > 0")
+        directory.tenants[name] = Tenant(name, float(weight))
+        for token in spec.get("tokens", []):
+            if not isinstance(token, str) or len(token) < 16:
+                raise TenantsFileError(f"tenant {name}: tokens must be strings of at least 16 characters")
+            digest = token.removeprefix("sha256:") if token.startswith("sha256:") else _digest(token)
+            directory.token_digests[digest.lower()] = name
+        for key in spec.get("access_keys", []):
+            valid = isinstance(key, dict) and isinstance(key.get("id"), str) and isinstance(key.get("secret"), str)
+            if not valid:
+                raise TenantsFileError(f"tenant {name}: access_keys are objects with string id and secret")
+            if key["id"] in directory.access_keys:
+                raise TenantsFileError(f"tenant {name}: AccessKey id {key['id']} is used twice")
+            directory.access_keys[key["id"]] = (name, Credentials(key["id"], Secret(key["secret"])))
+    if directory.require_authentication and not (directory.token_digests or directory.access_keys):
+        raise TenantsFileError("require_authentication is on but no tenant has a token or an access key")
+    return directory
+
+
+def load_tenants(path: Path | None) -> TenantDirectory:
+    if path is None:
+        return TenantDirectory()
+    try:
+        return parse_tenants(orjson.loads(path.read_bytes()))
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise TenantsFileError(f"cannot read {path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class CallerView:
+    """The parts of an HTTP request that identify its caller."""
+
+    method: str
+    headers: tuple[tuple[str, str], ...]
+    query: tuple[tuple[str, str], ...]
+    form: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lowered), None)
+
+
+def _bearer(view: CallerView) -> str | None:
+    authorization = view.header("Authorization") or ""
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return view.header("x-acs-bearer-token")
+
+
+def _label(view: CallerView) -> str:
+    label = view.header("X-Tenant")
+    if label is not None:
+        if not TENANT_NAME.match(label):
+            raise RequestRejected("X-Tenant must be 1-64 of A-Z a-z 0-9 . _ : - starting with a letter or digit.",
+                                  code="InvalidParameter.X-Tenant")
+        return label
+    authorization = view.header("Authorization") or ""
+    if authorization.startswith("ACS3-"):
+        try:
+            return parse_authorization(authorization).access_key_id[:64]
+        except SignatureError:
+            return ANONYMOUS
+    for name, value in (*view.query, *view.form):
+        if name == "AccessKeyId" and value:
+            return value[:64]
+    return ANONYMOUS
+
+
+class TenantResolver:
+    def __init__(self, directory: TenantDirectory, nonces: NonceRegistry, *, now: Any = None) -> None:
+        self.directory = directory
+        self._nonces = nonces
+        self._now = now or (lambda: datetime.now(UTC))
+
+    def identify(self, view: CallerView, loop_time: float) -> str:
+        """The caller's tenant; raises `RequestRejected` when authentication is required and fails."""
+        if not self.directory.require_authentication:
+            return _label(view)
+        token = _bearer(view)
+        if token is not None:
+            tenant = self.directory.token_digests.get(_digest(token))
+            if tenant is None:
+                raise RequestRejected("The bearer token is not valid for this gateway.", code="InvalidBearerToken",
+                                      status=401)
+            return tenant
+        try:
+            caller = self._verify(view)
+        except SignatureError as exc:
+            raise RequestRejected(exc.message, code=exc.code, status=exc.http_status) from exc
+        if not self._nonces.use(caller.access_key_id, caller.nonce, loop_time):
+            raise RequestRejected("Specified signature nonce was used already.", code="SignatureNonceUsed")
+        return self.directory.access_keys[caller.access_key_id][0]
+
+    def _verify(self, view: CallerView) -> Any:
+        if view.header("Authorization"):
+            received = ReceivedRequest(view.method, view.query, view.headers, view.body)
+            return verify_v3(received, self.directory.credentials, self._now(), DEFAULT_MAX_SKEW)
+        params: Sequence[tuple[str, str]] = (*view.query, *view.form)
+        if any(name == "Signature" for name, _ in params):
+            return verify_v1(view.method, params, self.directory.credentials, self._now(), DEFAULT_MAX_SKEW)
+        raise SignatureError("MissingAuthorization", "This gateway requires a tenant credential: "
+                             "Authorization: Bearer <token>, or a gateway-issued AccessKey signature.", 401)
+
+
+def weights(directory: TenantDirectory) -> Mapping[str, float]:
+    return {name: tenant.weight for name, tenant in directory.tenants.items()}

@@ -1,0 +1,105 @@
+"""What an upstream answer means, as one table, and the upstream's exception tree.
+
+Every HTTP answer is classified into one `Outcome`; the read-through path decides from the outcome
+alone whether to cache, retry or pass the answer on::
+
+    SUCCESS         HTTP 2xx and Code "OK"             cache for the action's TTL, answer
+    BUSINESS_ERROR  any other answer about the data    answer as is, do not cache (this issue)
+                    (Unknown.ResourceOwnerId, 2xx with a non-OK Code, other 4xx)
+    THROTTLED       System.LimitControl, Throttling*,  count, retry through the queue, never cache
+                    HTTP 429
+    AUTH_ERROR      the gateway's own key or signature answer as is, never cache, never retry
+                    was refused (SignatureDoesNotMatch, InvalidAccessKeyId.*, …)
+    FAULT           HTTP 5xx or a body that is not     retry through the queue, never cache
+                    JSON
+
+Exceptions (no HTTP answer at all)::
+
+    UpstreamError
+    ├── UpstreamTimeout       no complete answer within the client's timeout
+    └── UpstreamUnreachable   connection refused, reset, DNS or TLS failure
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+import orjson
+
+
+class UpstreamError(Exception):
+    """The upstream gave no HTTP answer."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """No complete answer within the timeout."""
+
+
+class UpstreamUnreachable(UpstreamError):
+    """The connection failed (refused, reset, DNS, TLS)."""
+
+
+class Outcome(Enum):
+    SUCCESS = "success"
+    BUSINESS_ERROR = "business_error"
+    THROTTLED = "throttled"
+    AUTH_ERROR = "auth_error"
+    FAULT = "fault"
+
+    @property
+    def retryable(self) -> bool:
+        return self in RETRYABLE
+
+
+RETRYABLE: Final = frozenset({Outcome.THROTTLED, Outcome.FAULT})
+
+#: Codes by outcome. Codes not listed fall back on the HTTP status (see `classify`).
+CODE_OUTCOMES: Final[dict[str, Outcome]] = {
+    "OK": Outcome.SUCCESS,
+    "System.LimitControl": Outcome.THROTTLED,
+    "Throttling": Outcome.THROTTLED,
+    "Throttling.User": Outcome.THROTTLED,
+    "Throttling.Api": Outcome.THROTTLED,
+    "SignatureDoesNotMatch": Outcome.AUTH_ERROR,
+    "IncompleteSignature": Outcome.AUTH_ERROR,
+    "InvalidAccessKeyId.NotFound": Outcome.AUTH_ERROR,
+    "InvalidAccessKeyId.Inactive": Outcome.AUTH_ERROR,
+    "InvalidTimeStamp.Expired": Outcome.AUTH_ERROR,
+    "InvalidTimeStamp.Format": Outcome.AUTH_ERROR,
+    "SignatureNonceUsed": Outcome.AUTH_ERROR,
+    "InvalidSecurityToken.Expired": Outcome.AUTH_ERROR,
+    "InvalidSecurityToken.MismatchWithAccessKey": Outcome.AUTH_ERROR,
+    "MissingSecurityToken": Outcome.AUTH_ERROR,
+    "Forbidden.RAM": Outcome.AUTH_ERROR,
+    "ServiceUnavailable": Outcome.FAULT,
+    "InternalError": Outcome.FAULT,
+    "GatewayTimeout": Outcome.FAULT,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    outcome: Outcome
+    code: str
+
+
+def classify(status: int, body: bytes) -> Classified:
+    """The outcome of one HTTP answer from the upstream."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return Classified(Outcome.FAULT, f"InvalidResponse.{status}")
+    code = str(parsed.get("Code", "")) if isinstance(parsed, dict) else ""
+    if status == 429 or code.startswith("Throttling"):
+        return Classified(Outcome.THROTTLED, code or "Throttling")
+    by_code = CODE_OUTCOMES.get(code)
+    if by_code is Outcome.SUCCESS:
+        ok = 200 <= status < 300
+        return Classified(Outcome.SUCCESS if ok else Outcome.BUSINESS_ERROR, code)
+    if by_code is not None:
+        return Classified(by_code, code)
+    if status >= 500:
+        return Classified(Outcome.FAULT, code or f"HTTP{status}")
+    return Classified(Outcome.BUSINESS_ERROR, code or f"HTTP{status}")

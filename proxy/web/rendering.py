@@ -1,0 +1,35 @@
+"""Error bodies in the upstream's shape, and the request id every answer carries."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Final
+
+import orjson
+from aiohttp import web
+
+from proxy.errors import GatewayError
+
+JSON_TYPE: Final = "application/json;charset=utf-8"
+HOST_ID: Final = "cams-proxy"
+REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def request_id_for(incoming: str | None) -> str:
+    """The caller's ``X-Request-Id`` when it is sane, else a new one."""
+    if incoming and REQUEST_ID.match(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+def error_body(request_id: str, code: str, message: str) -> bytes:
+    return orjson.dumps({"RequestId": request_id, "HostId": HOST_ID, "Code": code, "Message": message})
+
+
+def error_response(request_id: str, error: GatewayError) -> web.Response:
+    return web.Response(
+        body=error_body(request_id, error.code, error.message),
+        status=error.status,
+        headers={"Content-Type": JSON_TYPE, "X-Request-Id": request_id, **error.headers},
+    )

@@ -1,0 +1,336 @@
+"""One contract suite over every cache backend, then what is specific to each (LRU bounds; Redis layout, faults).
+
+The Redis backend runs against the suite's real redis-server (``redis_url``), each test under its own key prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import redis.asyncio
+from redis.exceptions import RedisError
+
+from proxy.cache import Cache, CacheError, Entry, MemoryCache, RedisCache
+from proxy.cache.redis import HEADER, MAGIC, pack_entry, ttl_ms, unpack_entry
+from tests.support import free_port
+
+BACKENDS = ["memory", "redis"]
+ENTRY = Entry(status=200, body=b'{"ok":true}', fetched_at=1_718_000_000.123456)
+FAST_TIMEOUT = 1.0  # seconds a failing Redis call may take before the test calls it slow
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def unique_prefix() -> str:
+    return f"test:{uuid.uuid4().hex}:"
+
+
+@pytest.fixture(params=BACKENDS)
+async def cache(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Cache]:
+    """Each backend, empty; the memory one on the fake ``clock``, the Redis one under a prefix of its own."""
+    backend: Cache
+    if request.param == "memory":
+        backend = MemoryCache(clock=clock)
+    else:
+        backend = RedisCache.from_url(request.getfixturevalue("redis_url"), prefix=unique_prefix())
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+async def redis_cache(redis_url: str) -> AsyncIterator[RedisCache]:
+    backend = RedisCache.from_url(redis_url, prefix=unique_prefix())
+    yield backend
+    await backend.close()
+
+
+async def wait_until_gone(cache: Cache, key: str, clock: FakeClock, ttl: float) -> None:
+    """Let ``ttl`` pass: on the fake clock for memory, in real time (bounded polling) for Redis."""
+    if isinstance(cache, MemoryCache):
+        clock.advance(ttl)
+        return
+    deadline = time.monotonic() + ttl + 2.0
+    while await cache.get(key) is not None:
+        assert time.monotonic() < deadline, f"{key} outlived its {ttl}s TTL"
+        await asyncio.sleep(0.005)
+
+
+# --- the contract -------------------------------------------------------------------------------------------
+
+
+async def test_miss_returns_none(cache: Cache) -> None:
+    assert await cache.get("absent") is None
+
+
+@pytest.mark.parametrize("entry", [
+    ENTRY,
+    Entry(status=200, body="{\"Name\":\"Grüße, 你好 👋\"}".encode(), fetched_at=1_718_000_000.000_001),
+    Entry(status=404, body=bytes(range(256)) * 3, fetched_at=0.1 + 0.2, content_type="application/octet-stream"),
+    Entry(status=503, body=b"", fetched_at=1e-300, content_type=""),
+    Entry(status=200, body=b"\x00c1\x00", fetched_at=1_718_000_000.5, content_type="text/plain; charset=ü"),
+], ids=["json", "non-ascii", "binary", "empty", "header-like"])
+async def test_set_then_get_returns_an_equal_entry(cache: Cache, entry: Entry) -> None:
+    await cache.set("k", entry, ttl=60)
+    got = await cache.get("k")
+    assert got == entry
+    assert got is not None and type(got.body) is bytes and got.fetched_at == entry.fetched_at
+
+
+async def test_overwrite_replaces(cache: Cache) -> None:
+    newer = Entry(status=500, body=b"newer", fetched_at=ENTRY.fetched_at + 1, content_type="text/plain")
+    await cache.set("k", ENTRY, ttl=60)
+    await cache.set("k", newer, ttl=60)
+    assert await cache.get("k") == newer
+
+
+async def test_delete_returns_true_then_false(cache: Cache) -> None:
+    await cache.set("k", ENTRY, ttl=60)
+    assert await cache.delete("k") is True
+    assert await cache.get("k") is None
+    assert await cache.delete("k") is False
+
+
+async def test_entries_expire(cache: Cache, clock: FakeClock) -> None:
+    ttl = 0.05
+    await cache.set("k", ENTRY, ttl=ttl)
+    if isinstance(cache, MemoryCache):  # the exact boundary is only observable on the fake clock
+        clock.advance(ttl / 2)
+        assert await cache.get("k") == ENTRY
+    await wait_until_gone(cache, "k", clock, ttl)
+    assert await cache.get("k") is None
+    assert await cache.delete("k") is False
+
+
+async def test_overwrite_sets_a_new_ttl(cache: Cache, clock: FakeClock) -> None:
+    await cache.set("k", ENTRY, ttl=0.05)
+    await cache.set("k", ENTRY, ttl=60)
+    if isinstance(cache, MemoryCache):
+        clock.advance(0.06)
+    else:
+        await asyncio.sleep(0.06)  # just past the first TTL, which the overwrite must have replaced
+    assert await cache.get("k") == ENTRY
+
+
+async def test_keys_are_independent(cache: Cache) -> None:
+    a, b = ENTRY, Entry(status=201, body=b"b", fetched_at=2.0)
+    await cache.set("a", a, ttl=60)
+    await cache.set("b", b, ttl=60)
+    assert (await cache.get("a"), await cache.get("b")) == (a, b)
+    assert await cache.delete("a") is True
+    assert (await cache.get("a"), await cache.get("b")) == (None, b)
+
+
+async def test_large_body_round_trips(cache: Cache) -> None:
+    entry = Entry(status=200, body=random.Random(7).randbytes(1024 * 1024), fetched_at=3.25)
+    await cache.set("big", entry, ttl=60)
+    assert await cache.get("big") == entry
+
+
+@pytest.mark.parametrize("ttl", [0, -1, float("nan")])
+async def test_non_positive_ttl_is_rejected(cache: Cache, ttl: float) -> None:
+    with pytest.raises(ValueError, match="ttl"):
+        await cache.set("k", ENTRY, ttl=ttl)
+    assert await cache.get("k") is None
+
+
+# --- memory: LRU bounds, recency, expiry bookkeeping --------------------------------------------------------
+
+
+def sized(n: int) -> Entry:
+    return Entry(status=200, body=b"x" * n, fetched_at=1.0)
+
+
+async def present(cache: MemoryCache, *keys: str) -> list[str]:
+    return [key for key in keys if await cache.get(key) is not None]
+
+
+async def test_memory_evicts_least_recently_used_by_count() -> None:
+    cache = MemoryCache(max_entries=3, clock=FakeClock())
+    for key in "abcd":
+        await cache.set(key, sized(1), ttl=60)
+    assert (len(cache), cache.evictions) == (3, 1)
+    assert await present(cache, "a", "b", "c", "d") == ["b", "c", "d"]
+
+
+async def test_memory_evicts_least_recently_used_by_bytes() -> None:
+    cache = MemoryCache(max_bytes=10, clock=FakeClock())
+    for key in "abc":
+        await cache.set(key, sized(3), ttl=60)
+    assert (cache.bytes_used, cache.evictions) == (9, 0)
+    await cache.set("d", sized(7), ttl=60)  # needs 6 bytes freed: a and b go, c stays
+    assert (len(cache), cache.bytes_used, cache.evictions) == (2, 10, 2)
+    assert await present(cache, "a", "b", "c", "d") == ["c", "d"]
+
+
+async def test_memory_does_not_store_an_entry_larger_than_max_bytes() -> None:
+    cache = MemoryCache(max_bytes=10, clock=FakeClock())
+    await cache.set("small", sized(4), ttl=60)
+    await cache.set("k", sized(4), ttl=60)
+    await cache.set("k", sized(11), ttl=60)  # not stored, and the value it replaces is gone too
+    assert await cache.get("k") is None
+    assert (len(cache), cache.bytes_used, cache.evictions) == (1, 4, 0)
+    assert await cache.get("small") == sized(4)
+    await cache.set("exact", sized(10), ttl=60)
+    assert await present(cache, "small", "exact") == ["exact"]
+
+
+async def test_memory_get_refreshes_recency() -> None:
+    cache = MemoryCache(max_entries=2, clock=FakeClock())
+    await cache.set("a", sized(1), ttl=60)
+    await cache.set("b", sized(1), ttl=60)
+    assert await cache.get("a") is not None
+    await cache.set("c", sized(1), ttl=60)
+    assert await present(cache, "a", "b", "c") == ["a", "c"]
+
+
+async def test_memory_overwrite_refreshes_recency_and_size() -> None:
+    cache = MemoryCache(max_entries=2, clock=FakeClock())
+    await cache.set("a", sized(5), ttl=60)
+    await cache.set("b", sized(1), ttl=60)
+    await cache.set("a", sized(2), ttl=60)
+    assert cache.bytes_used == 3
+    await cache.set("c", sized(1), ttl=60)
+    assert await present(cache, "a", "b", "c") == ["a", "c"]
+
+
+async def test_memory_expiry_is_exact_on_its_clock_and_drops_the_entry() -> None:
+    clock = FakeClock()
+    cache = MemoryCache(clock=clock)
+    await cache.set("k", sized(4), ttl=10)
+    clock.advance(9.999)
+    assert await cache.get("k") is not None
+    assert (len(cache), cache.bytes_used) == (1, 4)
+    clock.advance(0.001)
+    assert await cache.get("k") is None
+    assert (len(cache), cache.bytes_used, cache.evictions) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(("max_entries", "max_bytes"), [(0, 10), (1, -1)])
+def test_memory_rejects_impossible_bounds(max_entries: int, max_bytes: int) -> None:
+    with pytest.raises(ValueError, match="max_"):
+        MemoryCache(max_entries=max_entries, max_bytes=max_bytes)
+
+
+# --- redis: value layout, TTL, unreadable values, faults ----------------------------------------------------
+
+
+async def raw_value(cache: RedisCache, key: str) -> bytes:
+    value = await cache.client.get(cache.key(key))
+    assert isinstance(value, bytes)
+    return value
+
+
+async def test_redis_value_is_header_then_the_body_bytes(redis_cache: RedisCache) -> None:
+    entry = Entry(status=203, body=bytes(range(256)), fetched_at=12.5, content_type="application/x-test")
+    await redis_cache.set("k", entry, ttl=60)
+    raw = await raw_value(redis_cache, "k")
+    content_type = entry.content_type.encode()
+    assert raw[:2] == MAGIC
+    assert len(raw) == HEADER.size + len(content_type) + len(entry.body)
+    assert raw[HEADER.size:HEADER.size + len(content_type)] == content_type
+    assert raw[-len(entry.body):] == entry.body
+    assert raw == pack_entry(entry)
+
+
+async def test_redis_sets_a_ttl_in_milliseconds(redis_cache: RedisCache) -> None:
+    await redis_cache.set("k", ENTRY, ttl=30)
+    assert 0 < await redis_cache.client.pttl(redis_cache.key("k")) <= 30_000
+    await redis_cache.set("tiny", ENTRY, ttl=0.0001)  # rounded up to 1 ms, never 0 (which Redis rejects)
+    assert await redis_cache.client.pttl(redis_cache.key("tiny")) in {-2, 0, 1}
+
+
+@pytest.mark.parametrize(("seconds", "milliseconds"), [(0.0001, 1), (0.05, 50), (0.07, 70), (1.0001, 1001),
+                                                       (30, 30_000)])
+def test_redis_ttl_rounds_up_to_whole_milliseconds(seconds: float, milliseconds: int) -> None:
+    assert ttl_ms(seconds) == milliseconds
+
+
+@pytest.mark.parametrize("value", [b"", b"c", b"c2" + bytes(30), pack_entry(ENTRY)[:HEADER.size - 1],
+                                   HEADER.pack(MAGIC, 200, 1.0, 50) + b"short", HEADER.pack(MAGIC, 200, 1.0, 2)
+                                   + b"\xff\xfe" + b"body", b'{"status":200}'],
+                         ids=["empty", "one-byte", "other-version", "cut-header", "cut-type", "bad-utf8", "json"])
+async def test_redis_unreadable_value_is_a_miss(redis_cache: RedisCache, value: bytes) -> None:
+    assert unpack_entry(value) is None
+    await redis_cache.client.set(redis_cache.key("k"), value)
+    assert await redis_cache.get("k") is None
+    await redis_cache.set("k", ENTRY, ttl=60)  # and the next set overwrites it
+    assert await redis_cache.get("k") == ENTRY
+
+
+@pytest.mark.parametrize("entry", [Entry(status=70_000, body=b"", fetched_at=1.0),
+                                   Entry(status=200, body=b"", fetched_at=1.0, content_type="x" * 70_000)])
+def test_redis_rejects_entries_the_header_cannot_hold(entry: Entry) -> None:
+    with pytest.raises(ValueError, match=r"status|content type"):
+        pack_entry(entry)
+
+
+async def test_redis_client_must_return_bytes(redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        with pytest.raises(ValueError, match="decode_responses"):
+            RedisCache(client)
+    finally:
+        await client.aclose()
+
+
+async def assert_every_call_fails_fast(cache: RedisCache) -> None:
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "get": lambda: cache.get("k"), "set": lambda: cache.set("k", ENTRY, ttl=60),
+        "delete": lambda: cache.delete("k"),
+    }
+    for name, call in calls.items():
+        started = time.monotonic()
+        with pytest.raises(CacheError, match="redis") as caught:
+            await call()
+        assert time.monotonic() - started < FAST_TIMEOUT, name
+        assert isinstance(caught.value.__cause__, RedisError | OSError), name
+
+
+async def test_redis_down_raises_cache_error_quickly() -> None:
+    cache = RedisCache.from_url(f"redis://127.0.0.1:{free_port()}/0", prefix=unique_prefix())
+    try:
+        await assert_every_call_fails_fast(cache)
+    finally:
+        await cache.close()
+
+
+async def test_redis_that_never_answers_raises_cache_error_after_the_socket_timeout() -> None:
+    writers: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        while await reader.read(4096):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cache = RedisCache.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=0.05, prefix=unique_prefix())
+    try:
+        await assert_every_call_fails_fast(cache)
+    finally:
+        await cache.close()
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
