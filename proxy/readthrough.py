@@ -147,23 +147,24 @@ class ReadThrough:
         for attempt in range(1, self._attempts + 1):
             asked = loop.time()
             try:
-                granted = await queue.acquire(deadline)
+                grant = await queue.acquire(deadline)
             except GatewayError:
                 if last is None and last_error is None:
                     raise
                 break  # a retry found no slot in time: answer with what the upstream last said
-            queued_for += granted - asked
+            queued_for += grant.granted_at - asked
             self.counters.upstream_calls += 1
             try:
-                response = await self._client.call(spec.name, params, version=spec.version)
+                response = await self._client.call(spec.name, params, version=spec.version, on_sent=grant.sent)
             except UpstreamError as exc:
                 self.counters.upstream_no_answer += 1
                 last_error = exc
                 log.warning("upstream gave no answer", action=spec.name, attempt=attempt, error=str(exc))
                 continue
+            finally:
+                grant.release()
             upstream_time += response.elapsed
-            if response.sent_at is not None:
-                queue.stats.record_send_delay(response.sent_at - granted)
+            queue.observe_upstream_time(response.elapsed)
             last, last_error = response, None
             classified = classify(response.status, response.body)
             self.counters.outcomes[classified.outcome.value] = self.counters.outcomes.get(

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
-from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
+from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, GatewaySettings
 from proxy.secret import Secret
 from proxy.upstream.signing import Credentials, format_date, sign_v3
 
@@ -82,3 +82,25 @@ def signed_headers(host: str, action: str, query: Mapping[str, str], *, credenti
 def wire_query(query: Mapping[str, str]) -> str:
     """The query as the SDK puts it on the wire (``quote_plus``)."""
     return urlencode(sorted(query.items()))
+
+
+def gateway_settings(upstream: str, **overrides: object) -> GatewaySettings:
+    """Gateway settings in front of ``upstream`` with the demo key (what `make run` uses)."""
+
+
+    values: dict[str, object] = {"upstream": upstream, "access_key_id": DEMO_ACCESS_KEY_ID,
+                                 "access_key_secret": Secret(DEMO_ACCESS_KEY_SECRET), "log_format": "json"}
+    values.update(overrides)
+    return GatewaySettings(**values)  # type: ignore[arg-type]
+
+
+def many_templates(count: int, space: str = "77000000000001") -> dict[str, object]:
+    """A fixture document with ``count`` distinct templates in one space (for backlog tests)."""
+    templates = [{"TemplateCode": f"{i:032x}", "Name": f"bulk_{i}", "Language": "en_US", "Category": "UTILITY",
+                  "TemplateType": "WHATSAPP", "AuditStatus": "pass", "Components": [{"Type": "BODY", "Text": f"t{i}"}]}
+                 for i in range(count)]
+    spaces = [{"CustSpaceId": space, "IsvCode": None, "Subscribed": True,
+               "Waba": {"Id": "990000000000001", "Name": "Bulk"}, "Templates": templates}]
+    spaces += [{"CustSpaceId": f"78{i:012d}", "IsvCode": None, "Subscribed": True,
+                "Waba": {"Id": f"98{i:013d}", "Name": f"Bulk WABA {i}"}, "Templates": []} for i in range(count)]
+    return {"spaces": spaces}

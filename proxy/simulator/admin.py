@@ -10,6 +10,7 @@
 | PUT | /__sim/spaces/{space}/templates | insert or replace a template (identity: TemplateCode + Language) |
 | PATCH, DELETE | /__sim/spaces/{space}/templates/{code}/{language} | change or remove a template |
 | GET, PUT | /__sim/faults | fault plans: ``{"default": {...}, "GetChatappTemplateDetail": {...}}`` |
+| GET | /__sim/answers/{RequestId} | the exact bytes of a recent answer (the last 2000 are kept) |
 | GET | /__sim/health | liveness |
 
 Bad input gets the upstream error shape. These endpoints are unauthenticated: the simulator listens
@@ -134,6 +135,12 @@ def add_admin_routes(app: web.Application, key: web.AppKey[SimulatorState]) -> N
                 sim.plans[name] = sim.plan(name).updated(plan_changes)
         return await get_faults(request)
 
+    async def answer(request: web.Request) -> web.Response:
+        body = state(request).answers.get(request.match_info["request_id"])
+        if body is None:
+            raise KeyError(f"no recent answer with RequestId {request.match_info['request_id'][:64]}")
+        return web.Response(body=body, content_type="application/json")
+
     async def health(request: web.Request) -> web.Response:
         return _ok({"status": "ok"})
 
@@ -149,6 +156,7 @@ def add_admin_routes(app: web.Application, key: web.AppKey[SimulatorState]) -> N
         ("DELETE", "/__sim/spaces/{space}/templates/{code}/{language}", delete_template),
         ("GET", "/__sim/faults", get_faults),
         ("PUT", "/__sim/faults", put_faults),
+        ("GET", "/__sim/answers/{request_id}", answer),
         ("GET", "/__sim/health", health),
     ]
     for method, path, handler in routes:

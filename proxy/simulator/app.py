@@ -150,14 +150,18 @@ async def handle_api(request: web.Request) -> web.Response:
         stats.calls += 1
         access_key_id = _authenticate(state, request, body, query, form)
         payload, status = await _serve_call(state, stats, action, access_key_id, params, request_id)
-        return json_response(payload, status, request_id)
+        response = json_response(payload, status, request_id)
+        state.remember(request_id, bytes(response.body))  # type: ignore[arg-type]
+        return response
     except CallError as exc:
         if stats is None:
             state.unrouted += 1
         elif exc.counter:
             setattr(stats, exc.counter, getattr(stats, exc.counter) + 1)
         log.debug("call refused", code=exc.code, status=exc.status)
-        return json_response(error_body(exc.code, exc.message, request_id, request.host), exc.status, request_id)
+        response = json_response(error_body(exc.code, exc.message, request_id, request.host), exc.status, request_id)
+        state.remember(request_id, bytes(response.body))  # type: ignore[arg-type]
+        return response
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -6,6 +6,7 @@ Kept apart from the HTTP handlers so the referee logic (`ActionStats`) reads on 
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,8 +73,15 @@ class SimulatorState:
         self.plans: dict[str, FaultPlan] = {}
         self.nonces = NonceRegistry(ttl=2 * settings.max_skew_s + 60)
         self.unrouted = 0
+        #: The last answers by RequestId, so a test can compare a gateway's bytes with what was sent.
+        self.answers: OrderedDict[str, bytes] = OrderedDict()
         self.stats: dict[str, ActionStats] = {}
         self.reset()
+
+    def remember(self, request_id: str, body: bytes, limit: int = 2000) -> None:
+        self.answers[request_id] = body
+        while len(self.answers) > limit:
+            self.answers.popitem(last=False)
 
     def plan(self, action: str) -> FaultPlan:
         return self.plans.get(action, self.default_plan)

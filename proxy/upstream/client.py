@@ -47,7 +47,11 @@ async def _on_headers_sent(
 ) -> None:
     request_context = context.trace_request_ctx
     if isinstance(request_context, dict):
-        request_context["headers_sent"] = asyncio.get_running_loop().time()
+        at = asyncio.get_running_loop().time()
+        request_context["headers_sent"] = at
+        on_sent = request_context.get("on_sent")
+        if on_sent is not None:
+            on_sent(at)
 
 
 def create_session(*, connect_timeout: float = 3.0, connections: int = 32) -> aiohttp.ClientSession:
@@ -100,9 +104,18 @@ class UpstreamClient:
         return self._endpoint
 
     async def call(
-        self, action: str, params: Mapping[str, str], *, version: str = API_VERSION, method: str = "POST"
+        self,
+        action: str,
+        params: Mapping[str, str],
+        *,
+        version: str = API_VERSION,
+        method: str = "POST",
+        on_sent: Callable[[float], None] | None = None,
     ) -> UpstreamResponse:
-        """Send one signed call; return the answer whatever its status, or raise `UpstreamError`."""
+        """Send one signed call; return the answer whatever its status, or raise `UpstreamError`.
+
+        ``on_sent(loop_time)`` is called as soon as the request headers are written (with a session
+        from `create_session`)."""
         query = dict(sorted(params.items()))
         headers = sign_v3(
             credentials=self._credentials(),
@@ -118,7 +131,7 @@ class UpstreamClient:
         raw_query = urlencode(query)
         target = URL(f"{url}?{raw_query}", encoded=True) if raw_query else url
         started = time.monotonic()
-        trace_context: dict[str, float] = {}
+        trace_context: dict[str, object] = {"on_sent": on_sent}
         try:
             async with self._session.request(
                 method, target, headers=headers, data=b"", timeout=self._timeout, allow_redirects=False,
@@ -137,5 +150,5 @@ class UpstreamClient:
             request_id=response.headers.get("x-acs-request-id"),
             retry_after_ms=int(retry_after) if retry_after.isdigit() else None,
             elapsed=time.monotonic() - started,
-            sent_at=trace_context.get("headers_sent"),
+            sent_at=sent_at if isinstance(sent_at := trace_context.get("headers_sent"), float) else None,
         )

@@ -47,6 +47,7 @@ READTHROUGH: Final = web.AppKey("readthrough", ReadThrough)
 TENANTS: Final = web.AppKey("tenants", TenantResolver)
 QUEUES: Final = web.AppKey("queues", dict[str, UpstreamQueue])
 DIRECTORY: Final = web.AppKey("directory", TenantDirectory)
+LOG_FIELDS: Final = web.RequestKey("log_fields", dict[str, Any])
 
 log = get_logger("proxy.access")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -86,9 +87,8 @@ async def request_scope(request: web.Request, handler: Handler) -> web.StreamRes
     """Request id, one access-log line per request, and every error rendered in the upstream shape."""
     started = time.monotonic()
     request_id = request_id_for(request.headers.get("X-Request-Id"))
-    request["request_id"] = request_id
     fields: dict[str, Any] = {"request_id": request_id, "method": request.method, "path": request.path}
-    request["log"] = fields
+    request[LOG_FIELDS] = fields
     try:
         response = await handler(request)
     except GatewayError as exc:
@@ -114,11 +114,11 @@ async def request_scope(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 async def handle_call(request: web.Request) -> web.Response:
-    fields: dict[str, Any] = request["log"]
+    fields = request[LOG_FIELDS]
     call = await parse_call(request)
     fields["action"] = call.spec.name
     loop = asyncio.get_running_loop()
-    fields["tenant"] = request["tenant"] = request.app[TENANTS].identify(call.view, loop.time())
+    fields["tenant"] = request.app[TENANTS].identify(call.view, loop.time())
     budget = request_deadline(request, request.app[SETTINGS].deadline_s)
     answer = await request.app[READTHROUGH].fetch(call.spec, call.params, loop.time() + budget)
     return render(answer, fields)

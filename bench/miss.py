@@ -1,0 +1,161 @@
+"""The miss path: many distinct misses at once, and how close the gateway runs to the upstream caps.
+
+All misses are sent together through one aiohttp client. Each has its own cache key, so each costs
+exactly one upstream call: real templates and WABAs from the simulator's default fixtures first, then
+keys that do not exist (a ``TemplateName`` no template has, a ``CustSpaceId`` no space has). The
+upstream answers those with a business error, which is passed on and never retried, so it still
+costs one call: what is measured is the rate of upstream calls, not the answers.
+
+Utilisation for an action is ``(calls - 1) / (time from first to last upstream call) / cap``. The
+simulator's stats do not expose arrival times, so the span is taken on the client side: from the
+first answer to the last. Every answer trails its upstream arrival by the simulated latency
+(80 ± 20 ms), so the two spans differ by at most the jitter, ±40 ms over ~20 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from proxy.actions import ACTIONS
+from proxy.simulator.fixtures import load_document
+
+TEMPLATE: str = "GetChatappTemplateDetail"
+WABA: str = "QueryChatappBindWaba"
+
+
+@dataclass(frozen=True)
+class Sample:
+    action: str
+    sent: float
+    answered: float
+    status: int
+    cache: str
+    code: str
+
+
+@dataclass
+class ActionResult:
+    action: str
+    cap: int
+    sent: int
+    upstream_calls: int
+    throttled: int
+    max_in_any_1s: int
+    span_s: float
+    wall_s: float
+    misses: int
+    answers: dict[str, int] = field(default_factory=dict)
+    gateway_errors: int = 0
+
+    @property
+    def calls_per_s(self) -> float:
+        return (self.misses - 1) / self.span_s if self.span_s > 0 else 0.0
+
+    @property
+    def utilisation(self) -> float:
+        return self.calls_per_s / self.cap
+
+
+def template_queries(count: int) -> list[dict[str, str]]:
+    """Every (template, language) of the default fixtures, then template names that do not exist."""
+    queries: list[dict[str, str]] = []
+    spaces = load_document(None)["spaces"]
+    for space in spaces:
+        for template in space["Templates"]:
+            query = {"CustSpaceId": space["CustSpaceId"], "Language": template["Language"],
+                     "TemplateCode": template["TemplateCode"]}
+            if space.get("IsvCode"):
+                query["IsvCode"] = space["IsvCode"]
+            queries.append(query)
+    home = spaces[0]["CustSpaceId"]
+    index = 0
+    while len(queries) < count:
+        queries.append({"CustSpaceId": home, "Language": "en_US", "TemplateName": f"bench_missing_{index:05d}"})
+        index += 1
+    return queries[:count]
+
+
+def waba_queries(count: int) -> list[dict[str, str]]:
+    """Every space of the default fixtures, then space ids that do not exist."""
+    queries: list[dict[str, str]] = []
+    for space in load_document(None)["spaces"]:
+        query = {"CustSpaceId": space["CustSpaceId"]}
+        if space.get("IsvCode"):
+            query["IsvCode"] = space["IsvCode"]
+        queries.append(query)
+    index = 0
+    while len(queries) < count:
+        queries.append({"CustSpaceId": f"99{index:012d}"})
+        index += 1
+    return queries[:count]
+
+
+async def _one(session: aiohttp.ClientSession, gateway: str, action: str, query: dict[str, str],
+               start: asyncio.Event) -> Sample:
+    await start.wait()
+    sent = time.monotonic()
+    async with session.get(f"{gateway}/v1/{action}", params=query) as response:
+        body = await response.read()
+        answered = time.monotonic()
+    try:
+        parsed = orjson.loads(body)
+        code = str(parsed.get("Code", "")) if isinstance(parsed, dict) else ""
+    except orjson.JSONDecodeError:
+        code = f"HTTP{response.status}"
+    return Sample(action, sent, answered, response.status, response.headers.get("X-Cache", "-"), code)
+
+
+async def _run(gateway: str, simulator: str, templates: int, wabas: int) -> tuple[list[Sample], dict[str, Any], float]:
+    timeout = aiohttp.ClientTimeout(total=120)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        async with session.post(f"{simulator}/__sim/reset") as response:
+            response.raise_for_status()
+        start = asyncio.Event()
+        tasks = [asyncio.create_task(_one(session, gateway, TEMPLATE, q, start)) for q in template_queries(templates)]
+        tasks += [asyncio.create_task(_one(session, gateway, WABA, q, start)) for q in waba_queries(wabas)]
+        await asyncio.sleep(0.05)  # every task is parked on the event: they all go at once
+        began = time.monotonic()
+        start.set()
+        samples = list(await asyncio.gather(*tasks))
+        wall = time.monotonic() - began
+        async with session.get(f"{simulator}/__sim/stats") as response:
+            response.raise_for_status()
+            stats = orjson.loads(await response.read())
+    return samples, stats, wall
+
+
+def summarise(action: str, samples: list[Sample], stats: dict[str, Any], began: float) -> ActionResult:
+    mine = [s for s in samples if s.action == action]
+    upstream = [s for s in mine if s.cache == "MISS"]
+    answered = sorted(s.answered for s in upstream)
+    span = answered[-1] - answered[0] if len(answered) > 1 else 0.0
+    counts: dict[str, int] = {}
+    for s in mine:
+        counts[s.code] = counts.get(s.code, 0) + 1
+    sim = stats["actions"][action]
+    return ActionResult(
+        action=action,
+        cap=int(sim.get("cap", ACTIONS[action].cap_per_second)),
+        sent=len(mine),
+        upstream_calls=int(sim["calls"]),
+        throttled=int(sim["throttled"]),
+        max_in_any_1s=int(sim["max_in_any_1s"]),
+        span_s=span,
+        wall_s=max(s.answered for s in mine) - began if mine else 0.0,
+        misses=len(upstream),
+        answers=dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+        gateway_errors=sum(1 for s in mine if s.cache not in {"MISS", "HIT", "COALESCED"}),
+    )
+
+
+def run_misses(gateway: str, simulator: str, *, templates: int = 100, wabas: int = 150) -> list[ActionResult]:
+    samples, stats, _wall = asyncio.run(_run(gateway, simulator, templates, wabas))
+    began = min(s.sent for s in samples)
+    return [summarise(TEMPLATE, samples, stats, began), summarise(WABA, samples, stats, began)]

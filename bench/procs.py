@@ -1,0 +1,202 @@
+"""Processes the benchmarks run against, each on a free 127.0.0.1 port, and how to stop them.
+
+Every helper returns a `Proc` that remembers its exact command line (for ``docs/benchmarks.md``) and
+its log file; `Procs` is a context manager that stops everything it started, in reverse order, even
+when a benchmark fails. Readiness is detected by polling (``/healthz``, ``/__sim/health``, a Redis
+``PING``), not by parsing logs: the gateway runs at ``--log-level warning`` so that no per-request
+log line costs throughput, and then its "gateway ready" line is not printed at all.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+HOST: Final = "127.0.0.1"
+GATEWAY_ENV: Final = {
+    "ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_ACCESS_KEY_ID,
+    "ALIBABA_CLOUD_ACCESS_KEY_SECRET": DEMO_ACCESS_KEY_SECRET,
+}
+#: Variables that would change how a child behaves (or route loopback traffic through a proxy).
+SCRUBBED_ENV: Final = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy",
+                       "LOG_LEVEL", "LOG_FORMAT", "REDIS_URL", "CAMS_ENDPOINT")
+
+
+class StartError(RuntimeError):
+    """A process did not become ready; the message carries the tail of its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def python() -> str:
+    """The interpreter, relative to the project when it lives there (``.venv/bin/python``)."""
+    exe = Path(sys.executable)
+    return str(exe.relative_to(ROOT)) if exe.is_relative_to(ROOT) else sys.executable
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    popen: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    port: int
+
+    @property
+    def command(self) -> str:
+        """The command line as one would type it from the project directory."""
+        prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        line = " ".join(shlex.quote(a) for a in self.argv)
+        return f"{prefix} {line}" if prefix else line
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def _spawn(name: str, argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    full_env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+    full_env.update(env or {})
+    with log.open("wb") as handle:
+        return subprocess.Popen(list(argv), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=full_env, cwd=ROOT)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _redis_ok(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def wait_ready(proc: Proc, probe: Callable[[], bool], timeout: float = 30.0) -> Proc:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return proc
+        if not proc.alive():
+            raise StartError(f"{proc.name} exited early ({proc.popen.returncode}): {proc.command}\n{proc.log_tail()}")
+        time.sleep(0.05)
+    proc.stop()
+    raise StartError(f"{proc.name} not ready after {timeout:.0f}s: {proc.command}\n{proc.log_tail()}")
+
+
+@dataclass
+class Procs:
+    """Starts processes into ``workdir`` (logs) and stops all of them on exit, newest first."""
+
+    workdir: Path
+    started: list[Proc] = field(default_factory=list)
+
+    def __enter__(self) -> Procs:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop_all()
+
+    def stop_all(self) -> None:
+        while self.started:
+            self.started.pop().stop()
+
+    def stop(self, proc: Proc) -> None:
+        proc.stop()
+        if proc in self.started:
+            self.started.remove(proc)
+
+    def _start(self, name: str, argv: list[str], url: str, port: int, probe: Callable[[], bool],
+               env: dict[str, str] | None = None) -> Proc:
+        log = self.workdir / f"{name}.log"
+        popen = _spawn(name, argv, log, env)
+        proc = Proc(name, argv, dict(env or {}), popen, url, log, port)
+        self.started.append(proc)
+        return wait_ready(proc, probe)
+
+    def redis(self, name: str = "redis") -> Proc:
+        port = free_port()
+        argv = ["redis-server", "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no"]
+        return self._start(name, argv, f"redis://{HOST}:{port}/0", port, lambda: _redis_ok(port))
+
+    def simulator(self, name: str = "simulator", *, latency_ms: int = 80, jitter_ms: int = 20) -> Proc:
+        port = free_port()
+        argv = [python(), "-m", "proxy", "simulate", "--port", str(port), "--latency-ms", str(latency_ms),
+                "--jitter-ms", str(jitter_ms), "--log-level", "warning"]
+        url = f"http://{HOST}:{port}"
+        return self._start(name, argv, url, port, lambda: _http_ok(f"{url}/__sim/health"))
+
+    def gateway(self, name: str, upstream: str, *, redis_url: str | None = None,
+                extra: Sequence[str] = (), profile_to: Path | None = None) -> Proc:
+        """``python -m proxy serve``; with ``profile_to``, under ``cProfile`` (written when it stops)."""
+        port = free_port()
+        profiler = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
+        argv = [python(), *profiler, "-m", "proxy", "serve", "--port", str(port), "--upstream", upstream,
+                "--log-level", "warning"]
+        if redis_url:
+            argv += ["--redis-url", redis_url]
+        argv += list(extra)
+        url = f"http://{HOST}:{port}"
+        return self._start(name, argv, url, port, lambda: _http_ok(f"{url}/healthz"), env=dict(GATEWAY_ENV))
+
+    def bare(self, source: str, name: str = "bare-aiohttp") -> Proc:
+        """`bench.bare`: answers every GET with the body and Content-Type ``source`` answered at start-up."""
+        port = free_port()
+        argv = [python(), "-m", "bench.bare", "--port", str(port), "--source", source]
+        url = f"http://{HOST}:{port}"
+        return self._start(name, argv, url, port, lambda: _http_ok(f"{url}/healthz"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux ``/proc``; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -1,0 +1,75 @@
+"""Fixtures for gateway tests: the gateway in-process on a real port, in front of the simulator process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp.test_utils import TestServer
+
+from proxy.tenants import TenantDirectory
+from proxy.web.app import READTHROUGH, create_app
+from tests.support import gateway_settings
+
+TEMPLATE = "GetChatappTemplateDetail"
+WABA = "QueryChatappBindWaba"
+
+
+class Sim:
+    """The simulator's referee and admin endpoints."""
+
+    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
+        self.url = url
+        self.session = session
+
+    async def stats(self, action: str = TEMPLATE) -> dict[str, Any]:
+        async with self.session.get(f"{self.url}/__sim/stats") as response:
+            return dict((await response.json())["actions"][action])
+
+    async def faults(self, plans: dict[str, Any]) -> None:
+        async with self.session.put(f"{self.url}/__sim/faults", json=plans) as response:
+            assert response.status == 200, await response.text()
+
+    async def fixtures(self, document: dict[str, Any]) -> None:
+        async with self.session.put(f"{self.url}/__sim/fixtures", data=orjson.dumps(document)) as response:
+            assert response.status == 200, await response.text()
+
+    async def answer(self, request_id: str) -> bytes:
+        async with self.session.get(f"{self.url}/__sim/answers/{request_id}") as response:
+            assert response.status == 200
+            return await response.read()
+
+
+GatewayFactory = Callable[..., Awaitable[TestServer]]
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as client_session:
+        yield client_session
+
+
+@pytest.fixture
+def sim(sim_url: str, session: aiohttp.ClientSession) -> Sim:
+    return Sim(sim_url, session)
+
+
+@pytest.fixture
+def make_gateway(aiohttp_server: Any, sim_url: str) -> GatewayFactory:
+    async def make(directory: TenantDirectory | None = None, **overrides: Any) -> TestServer:
+        upstream = overrides.pop("upstream", sim_url)
+        return await aiohttp_server(create_app(gateway_settings(upstream, **overrides), directory))
+
+    return make
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory) -> TestServer:
+    return await make_gateway()
+
+
+def counters(server: TestServer) -> Any:
+    return server.app[READTHROUGH].counters
