@@ -31,6 +31,7 @@ PARTS: Final = (
     ("build the response (`render`)", "proxy/web/app.py", "render"),
     ("request id (`request_id_for`, uuid4)", "proxy/web/rendering.py", "request_id_for"),
     ("structlog call for a filtered-out info line", "structlog/_config.py", "__getattr__"),
+    ("of which building a logger (`PrintLoggerFactory`)", "structlog/_output.py", "__call__"),
 )
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from proxy.tenants import TenantDirectory
 from proxy.web.app import READTHROUGH, create_app
+from proxy.web.server import runner_for
 from tests.support import gateway_settings
 
 TEMPLATE = "GetChatappTemplateDetail"
@@ -57,13 +59,27 @@ def sim(sim_url: str, session: aiohttp.ClientSession) -> Sim:
     return Sim(sim_url, session)
 
 
+class GatewayTestServer(TestServer):
+    """A real server on a free port, run by the production runner (JSON answers for parser errors)."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+        return runner_for(cast(web.Application, self.app), **kwargs)
+
+
 @pytest.fixture
-def make_gateway(aiohttp_server: Any, sim_url: str) -> GatewayFactory:
+async def make_gateway(sim_url: str) -> AsyncIterator[GatewayFactory]:
+    servers: list[GatewayTestServer] = []
+
     async def make(directory: TenantDirectory | None = None, **overrides: Any) -> TestServer:
         upstream = overrides.pop("upstream", sim_url)
-        return await aiohttp_server(create_app(gateway_settings(upstream, **overrides), directory))
+        server = GatewayTestServer(create_app(gateway_settings(upstream, **overrides), directory))
+        await server.start_server()
+        servers.append(server)
+        return server
 
-    return make
+    yield make
+    for server in servers:
+        await server.close()
 
 
 @pytest.fixture

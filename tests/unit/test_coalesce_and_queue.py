@@ -1,0 +1,106 @@
+"""Single flight and the per-action queue, by counting (no timing assertions)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from proxy.admission.queue import UpstreamQueue
+from proxy.coalesce import SingleFlight
+from proxy.errors import DeadlineExceeded, Overloaded
+from proxy.tasks import TaskOwner
+
+
+async def test_concurrent_joins_share_one_run_and_one_error() -> None:
+    owner = TaskOwner("t")
+    flights: SingleFlight[int] = SingleFlight(owner)
+    runs = 0
+    release = asyncio.Event()
+
+    async def fill() -> int:
+        nonlocal runs
+        runs += 1
+        await release.wait()
+        raise RuntimeError("upstream broke")
+
+    joined = [flights.join("k", fill) for _ in range(50)]
+    assert [leader for _, leader in joined].count(True) == 1 and len(flights) == 1
+    loop = asyncio.get_running_loop()
+    waits = [asyncio.create_task(SingleFlight.wait(flight, loop.time() + 5)) for flight, _ in joined]
+    release.set()
+    results = await asyncio.gather(*waits, return_exceptions=True)
+    assert runs == 1 and all(isinstance(r, RuntimeError) for r in results) and len(flights) == 0
+    await owner.close()
+
+
+async def test_a_waiter_that_times_out_does_not_cancel_the_flight() -> None:
+    owner = TaskOwner("t")
+    flights: SingleFlight[str] = SingleFlight(owner)
+    release = asyncio.Event()
+
+    async def fill() -> str:
+        await release.wait()
+        return "answer"
+
+    flight, _ = flights.join("k", fill)
+    loop = asyncio.get_running_loop()
+    with pytest.raises(TimeoutError):
+        await SingleFlight.wait(flight, loop.time() + 0.01)
+    assert not flight.cancelled()
+    release.set()
+    assert await SingleFlight.wait(flight, loop.time() + 5) == "answer"
+    await owner.close()
+
+
+async def test_owner_close_cancels_and_awaits_its_tasks() -> None:
+    owner = TaskOwner("t")
+    task = owner.spawn(asyncio.sleep(100))
+    await owner.close()
+    assert task.cancelled() and len(owner) == 0
+    with pytest.raises(RuntimeError):
+        owner.spawn(asyncio.sleep(0))
+
+
+async def test_queue_refuses_when_full_and_releases_slots() -> None:
+    queue = UpstreamQueue("A", rate_per_second=1000, margin_s=0.0, bound=2)
+    loop = asyncio.get_running_loop()
+    grant = await queue.acquire(loop.time() + 5)
+    # The send slot is held until the grant is sent or released: two more wait, the next is refused.
+    waiters = [asyncio.create_task(queue.acquire(loop.time() + 5)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    assert queue.waiting == 2
+    with pytest.raises(Overloaded) as caught:
+        await queue.acquire(loop.time() + 5)
+    assert "full" in caught.value.message and queue.stats.refused_full == 1
+    grant.sent(loop.time())
+    second = await waiters[0]
+    second.release()
+    third = await waiters[1]
+    third.release()
+    third.release()  # idempotent
+    assert queue.stats.granted == 3
+
+
+async def test_queue_gives_up_at_the_deadline_without_granting() -> None:
+    queue = UpstreamQueue("A", rate_per_second=1000, margin_s=0.0, bound=10)
+    loop = asyncio.get_running_loop()
+    held = await queue.acquire(loop.time() + 5)
+    queue.estimated_wait = lambda now: 0.0  # type: ignore[method-assign]
+    queue._upstream_time = 0.0
+    with pytest.raises(DeadlineExceeded):
+        await queue.acquire(loop.time() + 0.02)
+    assert queue.stats.expired == 1 and queue.stats.granted == 1 and queue.waiting == 0
+    held.release()
+    (await queue.acquire(loop.time() + 5)).release()
+    assert queue.stats.granted == 2
+
+
+async def test_queue_refuses_at_once_what_cannot_fit_its_deadline() -> None:
+    queue = UpstreamQueue("A", rate_per_second=5, margin_s=0.02, bound=100)
+    loop = asyncio.get_running_loop()
+    grant = await queue.acquire(loop.time() + 5)
+    grant.sent(loop.time())
+    with pytest.raises(Overloaded) as caught:
+        await queue.acquire(loop.time() + 0.1)
+    assert caught.value.retry_after_s > 0 and queue.stats.refused_deadline == 1
