@@ -102,7 +102,7 @@ def test_spaced_grants_never_put_rate_plus_one_in_a_closed_window(rate: int, mar
     # ...as long as the grant-to-arrival spread stays under the margin.
     if margin:
         jittered = [t + (margin * 0.99 if i % (rate + 1) == 0 else 0.0) for i, t in enumerate(grants)]
-        assert max_in_any_window(jittered) == rate
+        assert max_in_any_window(jittered) <= rate
 
 
 def test_spacing_arithmetic() -> None:
