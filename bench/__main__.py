@@ -496,7 +496,10 @@ def main() -> None:
             simulator_command = simulator.command
         except BaseException:
             for proc in procs.started:
-                state = "running" if proc.alive() else f"exited with {proc.popen.returncode}"
+                code = proc.popen.poll()
+                state = ("running" if code is None else
+                         f"exited with {code}: it was stopped from outside (SIGTERM/SIGINT)" if code in {0, -15, -2}
+                         else f"exited with {code}")
                 print(f"--- {proc.name} (pid {proc.pid}, {state}): {proc.command}\n{proc.log_tail()}", file=sys.stderr)
             raise
     text = report(started, time.monotonic() - clock, (load_before, os.getloadavg()[0]), signing, hit, spots,

@@ -183,7 +183,7 @@ class Option:
 
     def describe_default(self) -> str:
         if self.secret:
-            return "(demo pair)"
+            return "(unset)" if self.default is None else "(demo pair)"
         if isinstance(self.default, tuple):
             return ", ".join(map(str, self.default)) or "(none)"
         return "(unset)" if self.default is None else str(self.default)
@@ -446,7 +446,7 @@ GATEWAY_OPTIONS: Final = (
     Option("memory_max_bytes", "--memory-max-bytes", "PROXY_MEMORY_MAX_BYTES", positive_int, 64 * 1024 * 1024,
            "in-process cache bound, body bytes", "N"),
     Option("tenants_file", "--tenants", "PROXY_TENANTS_FILE", existing_file, None,
-           "JSON file of tenants and their credentials (see docs/tenants.md)", "FILE"),
+           "JSON file of tenants and their credentials (see the README)", "FILE"),
     Option("log_level", "--log-level", "LOG_LEVEL", choice(LOG_LEVELS), "info", "log level", "LEVEL"),
     Option("log_format", "--log-format", "LOG_FORMAT", choice((*LOG_FORMATS, "auto")), "auto",
            "console, json, or auto (json unless stderr is a terminal)", "FORMAT"),

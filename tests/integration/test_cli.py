@@ -96,3 +96,32 @@ def test_readme_configuration_table_names_every_simulator_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     for option in SIMULATOR_OPTIONS:
         assert f"| `{option.flag}` | `{option.env}` |" in readme, option.flag
+
+
+def test_readme_configuration_table_names_every_gateway_setting() -> None:
+    from proxy.config import GATEWAY_OPTIONS
+
+    readme = (ROOT / "README.md").read_text()
+    for option in GATEWAY_OPTIONS:
+        flag = f"`{option.flag}`" if option.flag else "—"
+        assert f"| {flag} | `{option.env}` |" in readme, option.env
+
+
+def test_serve_without_a_key_refuses_to_start_and_says_why() -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALIBABA_CLOUD_")}
+    result = run("serve", "--port", "0", env=env)
+    assert result.returncode == 2
+    assert "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET must be set" in result.stderr
+
+
+def test_serve_refuses_a_cap_above_the_documented_one() -> None:
+    import os
+
+    env = {**os.environ, "ALIBABA_CLOUD_ACCESS_KEY_ID": "a", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "b"}
+    result = run("serve", "--cap", "GetChatappTemplateDetail=6", env=env)
+    assert result.returncode == 2 and "above the documented upstream cap of 5/s" in result.stderr
+    help_text = run("serve", "--help").stdout
+    for flag in ("--redis-url", "--upstream", "--cap", "--ttl", "--queue-bound", "--deadline-s", "REDIS_URL"):
+        assert flag in help_text
