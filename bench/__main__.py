@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Final
 
 import aiohttp
@@ -50,8 +52,8 @@ MISS_GATEWAY_FLAGS: Final = ("--deadline-s", "60", "--upstream-timeout-s", "8",
                              "QueryChatappBindWaba=1000")
 WRK_THREADS: Final = 1
 WRK_CONNECTIONS: Final = 64
-ROUNDS: Final = 3
-ROUND_SECONDS: Final = 8
+ROUNDS: Final = 5
+ROUND_SECONDS: Final = 6
 WARMUP_SECONDS: Final = 2
 PROFILE_SECONDS: Final = 5
 TEMPLATE_MISSES: Final = 100
@@ -60,7 +62,6 @@ TARGET_HIT_RATIO: Final = 0.9
 TARGET_UTILISATION: Final = 0.95
 TARGETS: Final = ("bare", "memory", "redis")
 LABELS: Final = {"bare": "bare aiohttp (same body)", "memory": "gateway, memory cache", "redis": "gateway, Redis cache"}
-ORDERS: Final = (("bare", "memory", "redis"), ("memory", "redis", "bare"), ("redis", "bare", "memory"))
 
 
 # ------------------------------------------------------------------------------------ the machine
@@ -196,8 +197,7 @@ def _warm(gateway: Proc) -> bytes:
     return _expect_hit(gateway.name, url)
 
 
-def hit_path(procs: Procs, simulator: Proc) -> HitRun:
-    redis = procs.redis()
+def hit_path(procs: Procs, simulator: Proc, redis: Proc) -> HitRun:
     memory = procs.gateway("gateway-memory", simulator.url, extra=HIT_GATEWAY_FLAGS)
     shared = procs.gateway("gateway-redis", simulator.url, redis_url=redis.url, extra=HIT_GATEWAY_FLAGS)
     checks: list[str] = []
@@ -217,7 +217,9 @@ def hit_path(procs: Procs, simulator: Proc) -> HitRun:
     for target in TARGETS:  # warm-up, discarded: connection set-up, first-call paths, CPU frequency
         run_wrk(urls[target], threads=WRK_THREADS, connections=WRK_CONNECTIONS, seconds=WARMUP_SECONDS)
     rounds: list[dict[str, Measured]] = []
-    for number, order in enumerate(ORDERS[:ROUNDS], 1):
+    for number in range(1, ROUNDS + 1):
+        shift = (number - 1) % len(TARGETS)
+        order = TARGETS[shift:] + TARGETS[:shift]  # rotate, so no target always runs first or last
         results: dict[str, Measured] = {}
         for target in order:
             server_before, redis_before = cpu_seconds(servers[target].pid), cpu_seconds(redis.pid)
@@ -233,14 +235,22 @@ def hit_path(procs: Procs, simulator: Proc) -> HitRun:
     checks.append("after the last round both gateways still answered `X-Cache: HIT` (TTL 3600 s)")
     commands = [redis.command, memory.command, shared.command, bare.command,
                 *(rounds[0][t].wrk.command for t in TARGETS)]
-    for proc in (bare, shared, memory, redis):
+    for proc in (bare, shared, memory):
         procs.stop(proc)
     return HitRun(rounds, commands, len(body), gateway_headers["Content-Type"], checks)
 
 
-def hot_spots(procs: Procs, simulator: Proc, workdir: Path) -> tuple[Hotspots, list[str], WrkResult]:
-    profile = workdir / "gateway.prof"
-    gateway = procs.gateway("gateway-memory-cprofile", simulator.url, extra=HIT_GATEWAY_FLAGS, profile_to=profile)
+@dataclass(frozen=True)
+class Profiled:
+    spots: Hotspots
+    commands: list[str]
+    wrk: WrkResult
+
+
+def hot_spots(procs: Procs, simulator: Proc, workdir: Path, target: str, redis_url: str | None = None) -> Profiled:
+    profile = workdir / f"gateway-{target}.prof"
+    gateway = procs.gateway(f"gateway-{target}-cprofile", simulator.url, redis_url=redis_url, extra=HIT_GATEWAY_FLAGS,
+                            profile_to=profile)
     _warm(gateway)
     result = run_wrk(gateway.url + HIT_PATH, threads=WRK_THREADS, connections=WRK_CONNECTIONS,
                      seconds=PROFILE_SECONDS)
@@ -249,7 +259,7 @@ def hot_spots(procs: Procs, simulator: Proc, workdir: Path) -> tuple[Hotspots, l
     deadline = time.monotonic() + 10
     while not profile.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    return analyse(profile), commands, result
+    return Profiled(analyse(profile), commands, result)
 
 
 def miss_path(procs: Procs, simulator: Proc) -> tuple[list[ActionResult], str]:
@@ -271,7 +281,8 @@ def hit_section(run: HitRun) -> list[str]:
         "## Cache-hit path",
         "",
         f"wrk, {WRK_THREADS} thread and {WRK_CONNECTIONS} connections (`-t{WRK_THREADS}`: on 2 cores one core "
-        "drives the load and the other serves it; with `-t2` wrk takes CPU from the single-threaded server). "
+        "drives the load and the other serves it; a second wrk thread would only take CPU from the "
+        "single-threaded server, and the \"server busy\" column shows the server, not wrk, is the limit). "
         f"{ROUNDS} rounds of {ROUND_SECONDS} s per target, interleaved in a rotating order after a "
         f"{WARMUP_SECONDS} s warm-up of each; the table shows the median of the rounds, each column on its own. "
         f"Every request is a cache hit of one {run.body_bytes:,}-byte template answer. Server CPU is the "
@@ -304,22 +315,28 @@ def hit_section(run: HitRun) -> list[str]:
     return lines
 
 
-def hotspot_section(spots: Hotspots, wrk: WrkResult) -> list[str]:
+def hotspot_section(memory: Profiled, shared: Profiled) -> list[str]:
     lines = [
         "## Where a cache hit's time goes (gateway under cProfile)",
         "",
-        f"A separate memory-cache gateway under `python -m cProfile`, {PROFILE_SECONDS} s of the same wrk load "
-        f"({wrk.requests_per_s:,.0f} req/s under the profiler, {spots.requests:,} requests profiled). cProfile "
-        "charges every Python call, so microseconds are inflated; read the shares of the event loop's busy time.",
+        f"Two more gateways, memory and Redis, each under `python -m cProfile` for {PROFILE_SECONDS} s of the same "
+        f"wrk load ({memory.wrk.requests_per_s:,.0f} and {shared.wrk.requests_per_s:,.0f} req/s under the profiler; "
+        f"{memory.spots.requests:,} and {shared.spots.requests:,} requests profiled). cProfile charges every Python "
+        "call, so its microseconds are inflated; read the shares of the event loop's busy time. Rows nest: a "
+        "row includes the rows under it with more dots.",
         "",
-        "| part | µs per request (profiled) | share of busy time |",
-        "| --- | ---: | ---: |",
+        "| part | memory: µs per request (profiled) | memory: share | Redis: µs per request (profiled) | "
+        "Redis: share |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for part in spots.parts:
-        lines.append(f"| {part.label} | {spots.per_request_us(part):,.1f} | {spots.share(part):.0%} |")
-    lines += ["", "Largest own time (functions called about once per request or more):", "",
-              "| function | share of busy time |", "| --- | ---: |"]
-    lines += [f"| `{name}` | {share:.1%} |" for name, share in spots.top_own]
+    for mine, theirs in zip(memory.spots.parts, shared.spots.parts, strict=True):
+        label = "· " * mine.depth + mine.label
+        lines.append(f"| {label} | {memory.spots.per_request_us(mine):,.1f} | {memory.spots.share(mine):.0%} | "
+                     f"{shared.spots.per_request_us(theirs):,.1f} | {shared.spots.share(theirs):.0%} |")
+    for name, profiled in (("memory", memory), ("Redis", shared)):
+        lines += ["", f"Largest own time, {name} gateway (functions called about once per request or more):", "",
+                  "| function | share of busy time |", "| --- | ---: |"]
+        lines += [f"| `{function}` | {share:.1%} |" for function, share in profiled.spots.top_own]
     lines.append("")
     return lines
 
@@ -349,15 +366,17 @@ def miss_section(results: Sequence[ActionResult]) -> list[str]:
     return lines
 
 
-def reading(run: HitRun, spots: Hotspots, misses: Sequence[ActionResult]) -> list[str]:
+def reading(run: HitRun, profiles: dict[str, Profiled], misses: Sequence[ActionResult]) -> list[str]:
+    spots = profiles["memory"].spots
+    redis_get = profiles["redis"].spots.find("RedisCache.get")
     memory, shared = run.ratio("memory"), run.ratio("redis")
     bare_rps = run.median("bare", "requests_per_s")
     bare_us, memory_us = run.median("bare", "server_us_per_request"), run.median("memory", "server_us_per_request")
     verdict = (f"meets the target of {TARGET_HIT_RATIO}× bare aiohttp" if memory >= TARGET_HIT_RATIO else
                f"does **not** meet the target of {TARGET_HIT_RATIO}× bare aiohttp")
     busy = min(run.median("bare", "server_cpu_share"), run.median("memory", "server_cpu_share"))
-    bound = (f"Both servers are single-threaded and were busy at least {busy:.0%} of each run, so CPU per request "
-             "is what sets the rate" if busy >= 0.85 else
+    bound = (f"Both servers are single-threaded and were busy {min(busy, 1.0):.0%} of the time under load, so CPU "
+             "per request is what sets the rate" if busy >= 0.85 else
              f"The servers were busy only {busy:.0%} of the run, so the load generator or the machine, not only "
              "the server, limited these numbers")
 
@@ -380,7 +399,7 @@ def reading(run: HitRun, spots: Hotspots, misses: Sequence[ActionResult]) -> lis
         clause("render", "building the response and its extra headers (`X-Cache`, `Age`)"),
         clause("request_id_for", "the request id"),
         clause("identify", "the tenant label"),
-        clause("structlog", "the structlog call for an access line that `warning` filters out"),
+        clause("structlog", "the structlog call for the access line that `warning` filters out"),
     ) if c]
     rebuilt = spots.find("PrintLoggerFactory")
     if rebuilt and rebuilt.calls >= spots.requests // 2:
@@ -398,8 +417,11 @@ def reading(run: HitRun, spots: Hotspots, misses: Sequence[ActionResult]) -> lis
         "the validated call and its cache key per raw query string and action header, check values for control "
         "characters with one compiled regex instead of per-character `unicodedata.category`, skip building "
         "access-log fields when info is disabled, and a cheaper request id. The Redis hit costs the gateway "
-        f"{redis_us:.0f} µs of CPU per request (the client's command round trip) plus {redis_server_us:.0f} µs in "
-        "redis-server, which shares the same two cores with wrk and the gateway."
+        f"{redis_us:.0f} µs of CPU per request against {memory_us:.0f} µs with the memory cache, plus "
+        f"{redis_server_us:.0f} µs in redis-server, which shares the same two cores with wrk and the gateway"
+        + (f"; the profile puts {profiles['redis'].spots.share(redis_get):.0%} of the Redis gateway's busy time in "
+           "`RedisCache.get`, nearly all of it redis-py's asyncio command path (connection pool, retry wrapper, "
+           "send, parse), not in Redis itself." if redis_get and redis_get.calls else ".")
     )
     worst = min(misses, key=lambda r: r.utilisation)
     throttled = sum(r.throttled for r in misses)
@@ -416,7 +438,7 @@ def reading(run: HitRun, spots: Hotspots, misses: Sequence[ActionResult]) -> lis
     return ["## Reading", "", hit, "", miss, ""]
 
 
-def commands_section(hit: HitRun, profile_commands: list[str], miss_command: str, simulator: str) -> list[str]:
+def commands_section(hit: HitRun, profiles: dict[str, Profiled], miss_command: str, simulator: str) -> list[str]:
     return [
         "## Commands",
         "",
@@ -430,7 +452,7 @@ def commands_section(hit: HitRun, profile_commands: list[str], miss_command: str
         "# hit path",
         *hit.commands,
         "# profile",
-        *profile_commands,
+        *(command for profiled in profiles.values() for command in profiled.commands),
         "# miss path",
         miss_command,
         "```",
@@ -439,8 +461,7 @@ def commands_section(hit: HitRun, profile_commands: list[str], miss_command: str
 
 
 def report(started: datetime, elapsed: float, load: tuple[float, float], signing: SigningResult, hit: HitRun,
-           spots: Hotspots, profile: tuple[list[str], WrkResult], misses: list[ActionResult], miss_command: str,
-           simulator: str) -> str:
+           profiles: dict[str, Profiled], misses: list[ActionResult], miss_command: str, simulator: str) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -453,12 +474,12 @@ def report(started: datetime, elapsed: float, load: tuple[float, float], signing
         "| --- | --- |",
         *(f"| {name} | {value} |" for name, value in machine()),
         "",
-        *reading(hit, spots, misses),
+        *reading(hit, profiles, misses),
         *hit_section(hit),
         *miss_section(misses),
-        *hotspot_section(spots, profile[1]),
+        *hotspot_section(profiles["memory"], profiles["redis"]),
         *signing_section(signing),
-        *commands_section(hit, profile[0], miss_command, simulator),
+        *commands_section(hit, profiles, miss_command, simulator),
     ]
     if not hit.clean:
         lines.insert(4, "**Warning: some wrk rounds saw non-2xx answers or socket errors (see the rounds).**\n")
@@ -479,7 +500,15 @@ def summary(hit: HitRun, misses: Sequence[ActionResult], signing: SigningResult)
     return "\n".join(rows)
 
 
+def _stop_on_signal(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM/SIGINT (even when started in the background, where SIGINT is ignored) unwind through the
+    ``finally`` blocks, so every process the run started is stopped."""
+    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+
 def main() -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop_on_signal)
     ensure_wrk()
     started, clock, load_before = datetime.now(UTC), time.monotonic(), os.getloadavg()[0]
     print("signing ...", flush=True)
@@ -487,10 +516,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cams-bench-") as tmp, Procs(Path(tmp)) as procs:
         try:
             simulator = procs.simulator()
+            redis = procs.redis()
             print("cache-hit path (wrk) ...", flush=True)
-            hit = hit_path(procs, simulator)
+            hit = hit_path(procs, simulator, redis)
             print("profile of the hit path (cProfile) ...", flush=True)
-            spots, profile_commands, profile_wrk = hot_spots(procs, simulator, Path(tmp))
+            profiles = {"memory": hot_spots(procs, simulator, Path(tmp), "memory"),
+                        "redis": hot_spots(procs, simulator, Path(tmp), "redis", redis.url)}
+            procs.stop(redis)
             print(f"miss path ({TEMPLATE_MISSES} + {WABA_MISSES} misses at once) ...", flush=True)
             misses, miss_command = miss_path(procs, simulator)
             simulator_command = simulator.command
@@ -502,8 +534,8 @@ def main() -> None:
                          else f"exited with {code}")
                 print(f"--- {proc.name} (pid {proc.pid}, {state}): {proc.command}\n{proc.log_tail()}", file=sys.stderr)
             raise
-    text = report(started, time.monotonic() - clock, (load_before, os.getloadavg()[0]), signing, hit, spots,
-                  (profile_commands, profile_wrk), misses, miss_command, simulator_command)
+    text = report(started, time.monotonic() - clock, (load_before, os.getloadavg()[0]), signing, hit, profiles,
+                  misses, miss_command, simulator_command)
     (ROOT / "docs" / "benchmarks.md").write_text(text)
     print()
     print(summary(hit, misses, signing))

@@ -12,31 +12,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-#: (label, file suffix, function name): the parts of one request, outermost first.
+#: (depth, label, file suffix, function name): the parts of one request; a row includes the deeper rows
+#: under it.
 PARTS: Final = (
-    ("event loop busy (every callback run)", "asyncio/events.py", "_run"),
-    ("aiohttp: request handling (`RequestHandler._handle_request`)", "aiohttp/web_protocol.py", "_handle_request"),
-    ("aiohttp: parsing bytes into requests (`data_received`)", "aiohttp/web_protocol.py", "data_received"),
-    ("aiohttp: writing the answer (`finish_response`)", "aiohttp/web_protocol.py", "finish_response"),
-    ("gateway middleware + handler (`request_scope`)", "proxy/web/app.py", "request_scope"),
-    ("gateway handler (`handle_call`)", "proxy/web/app.py", "handle_call"),
-    ("parse + validate the call (`parse_call`)", "proxy/web/calls.py", "parse_call"),
-    ("of which `validate`", "proxy/validation.py", "validate"),
-    ("of which control-character check (`_has_control`)", "proxy/validation.py", "_has_control"),
-    ("of which `parse_qsl`", "urllib/parse.py", "parse_qsl"),
-    ("tenant label (`TenantResolver.identify`)", "proxy/tenants.py", "identify"),
-    ("cache lookup (`ReadThrough.fetch`)", "proxy/readthrough.py", "fetch"),
-    ("of which cache key (`ReadThrough.key_for`, SHA-256)", "proxy/readthrough.py", "key_for"),
-    ("of which `MemoryCache.get`", "proxy/cache/memory.py", "get"),
-    ("build the response (`render`)", "proxy/web/app.py", "render"),
-    ("request id (`request_id_for`, uuid4)", "proxy/web/rendering.py", "request_id_for"),
-    ("structlog call for a filtered-out info line", "structlog/_config.py", "__getattr__"),
-    ("of which building a logger (`PrintLoggerFactory`)", "structlog/_output.py", "__call__"),
+    (0, "event loop busy (every callback run)", "asyncio/events.py", "_run"),
+    (1, "aiohttp: parsing bytes into requests (`data_received`)", "aiohttp/web_protocol.py", "data_received"),
+    (1, "aiohttp: handling a request (`RequestHandler._handle_request`)", "aiohttp/web_protocol.py",
+     "_handle_request"),
+    (2, "gateway middleware (`request_scope`)", "proxy/web/app.py", "request_scope"),
+    (3, "request id (`request_id_for`, uuid4)", "proxy/web/rendering.py", "request_id_for"),
+    (3, "structlog call for the access line `warning` filters out", "structlog/_config.py", "__getattr__"),
+    (4, "building a logger for it (`PrintLoggerFactory`)", "structlog/_output.py", "__call__"),
+    (3, "gateway handler (`handle_call`)", "proxy/web/app.py", "handle_call"),
+    (4, "parse + validate the call (`parse_call`)", "proxy/web/calls.py", "parse_call"),
+    (5, "`parse_qsl`", "urllib/parse.py", "parse_qsl"),
+    (5, "`validate`", "proxy/validation.py", "validate"),
+    (6, "control-character check (`_has_control`)", "proxy/validation.py", "_has_control"),
+    (4, "tenant label (`TenantResolver.identify`)", "proxy/tenants.py", "identify"),
+    (4, "cache lookup (`ReadThrough.fetch`)", "proxy/readthrough.py", "fetch"),
+    (5, "cache key (`ReadThrough.key_for`, SHA-256)", "proxy/readthrough.py", "key_for"),
+    (5, "`MemoryCache.get`", "proxy/cache/memory.py", "get"),
+    (5, "`RedisCache.get` (redis-py)", "proxy/cache/redis.py", "get"),
+    (4, "build the response (`render`)", "proxy/web/app.py", "render"),
+    (2, "aiohttp: writing the answer (`finish_response`)", "aiohttp/web_protocol.py", "finish_response"),
 )
+
+
+#: A plain function called once per request. Coroutine functions will not do: cProfile counts every
+#: resumption of a coroutine as a call, so a handler that awaits Redis shows about two "calls" a request.
+COUNTER: Final = ("proxy/web/rendering.py", "request_id_for")
 
 
 @dataclass(frozen=True)
 class Part:
+    depth: int
     label: str
     cumulative_s: float
     calls: int
@@ -63,16 +72,16 @@ def analyse(profile: Path, top: int = 12) -> Hotspots:
     stats = pstats.Stats(str(profile))
     table = stats.stats  # type: ignore[attr-defined]
     parts: list[Part] = []
-    requests = 0
-    for label, suffix, name in PARTS:
+    for depth, label, suffix, name in PARTS:
         cumulative, calls = 0.0, 0
         for (filename, _line, function), (_cc, nc, _tt, ct, _callers) in table.items():
             if function == name and filename.endswith(suffix):
                 cumulative += ct
                 calls += nc
-        parts.append(Part(label, cumulative, calls))
-        if name == "request_scope":
-            requests = calls
+        parts.append(Part(depth, label, cumulative, calls))
+    counted = [nc for (f, _l, fn), (_cc, nc, _tt, _ct, _c) in table.items() if f.endswith(COUNTER[0])
+               and fn == COUNTER[1]]
+    requests = sum(counted) or next(p.calls for p in parts if "request_scope" in p.label)
     busy = parts[0].cumulative_s
     # Own time of functions called about once per request or more (start-up and imports drop out).
     own = sorted(((fn if f == "~" else f"{Path(f).parent.name}/{Path(f).name}:{fn}", tt)
