@@ -19,28 +19,22 @@ PARTS: Final = (
     (1, "aiohttp: parsing bytes into requests (`data_received`)", "aiohttp/web_protocol.py", "data_received"),
     (1, "aiohttp: handling a request (`RequestHandler._handle_request`)", "aiohttp/web_protocol.py",
      "_handle_request"),
-    (2, "gateway middleware (`request_scope`)", "proxy/web/app.py", "request_scope"),
-    (3, "request id (`request_id_for`, uuid4)", "proxy/web/rendering.py", "request_id_for"),
-    (3, "structlog call for the access line `warning` filters out", "structlog/_config.py", "__getattr__"),
-    (4, "building a logger for it (`PrintLoggerFactory`)", "structlog/_output.py", "__call__"),
-    (3, "gateway handler (`handle_call`)", "proxy/web/app.py", "handle_call"),
-    (4, "parse + validate the call (`parse_call`)", "proxy/web/calls.py", "parse_call"),
-    (5, "`parse_qsl`", "urllib/parse.py", "parse_qsl"),
-    (5, "`validate`", "proxy/validation.py", "validate"),
-    (6, "control-character check (`_has_control`)", "proxy/validation.py", "_has_control"),
-    (4, "tenant label (`TenantResolver.identify`)", "proxy/tenants.py", "identify"),
-    (4, "cache lookup (`ReadThrough.fetch`)", "proxy/readthrough.py", "fetch"),
-    (5, "cache key (`ReadThrough.key_for`, SHA-256)", "proxy/readthrough.py", "key_for"),
-    (5, "`MemoryCache.get`", "proxy/cache/memory.py", "get"),
-    (5, "`RedisCache.get` (redis-py)", "proxy/cache/redis.py", "get"),
-    (4, "build the response (`render`)", "proxy/web/app.py", "render"),
+    (2, "aiohttp: routing (`UrlDispatcher.resolve`)", "aiohttp/web_urldispatcher.py", "resolve"),
+    (2, "gateway call handler (`CallHandler.handle`)", "proxy/web/app.py", "handle"),
+    (3, "request id (`new_request_id`)", "proxy/web/rendering.py", "new_request_id"),
+    (3, "recognising a repeated call (`CallHandler._repeated_call`)", "proxy/web/app.py", "_repeated_call"),
+    (4, "tenant label (`header_label`)", "proxy/tenants.py", "header_label"),
+    (3, "`MemoryCache.get`", "proxy/cache/memory.py", "get"),
+    (3, "`RedisCache.get` (redis-py)", "proxy/cache/redis.py", "get"),
+    (3, "full path for new calls (`CallHandler._answer`)", "proxy/web/app.py", "_answer"),
+    (4, "parse + validate (`parse_call`)", "proxy/web/calls.py", "parse_call"),
     (2, "aiohttp: writing the answer (`finish_response`)", "aiohttp/web_protocol.py", "finish_response"),
 )
 
 
 #: A plain function called once per request. Coroutine functions will not do: cProfile counts every
 #: resumption of a coroutine as a call, so a handler that awaits Redis shows about two "calls" a request.
-COUNTER: Final = ("proxy/web/rendering.py", "request_id_for")
+COUNTER: Final = ("proxy/web/rendering.py", "new_request_id")
 
 
 @dataclass(frozen=True)
@@ -81,7 +75,7 @@ def analyse(profile: Path, top: int = 12) -> Hotspots:
         parts.append(Part(depth, label, cumulative, calls))
     counted = [nc for (f, _l, fn), (_cc, nc, _tt, _ct, _c) in table.items() if f.endswith(COUNTER[0])
                and fn == COUNTER[1]]
-    requests = sum(counted) or next(p.calls for p in parts if "request_scope" in p.label)
+    requests = sum(counted) or 1
     busy = parts[0].cumulative_s
     # Own time of functions called about once per request or more (start-up and imports drop out).
     own = sorted(((fn if f == "~" else f"{Path(f).parent.name}/{Path(f).name}:{fn}", tt)

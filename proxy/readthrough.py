@@ -96,19 +96,33 @@ class ReadThrough:
         self._access_key_id = access_key_id
         self._flights: SingleFlight[Fill] = SingleFlight(owner)
         self._wall = wall_clock
+        self._endpoint = str(client.endpoint)
         self.counters = Counters()
 
+    def access_key_id(self) -> str:
+        return self._access_key_id()
+
     def key_for(self, spec: ActionSpec, params: Mapping[str, str]) -> str:
-        return cache_key(endpoint=str(self._client.endpoint), access_key_id=self._access_key_id(),
+        return cache_key(endpoint=self._endpoint, access_key_id=self._access_key_id(),
                          action=spec.name, version=spec.version, params=params)
 
-    async def fetch(self, spec: ActionSpec, params: Mapping[str, str], deadline: float) -> Answer:
-        """The answer for one validated call; raises `GatewayError` when there is none to give."""
-        key = self.key_for(spec, params)
+    async def lookup(self, key: str) -> Entry | None:
+        """The live entry under ``key`` (counted as a hit), or None."""
         entry = await self._lookup(key)
         if entry is not None:
             self.counters.hits += 1
-            return Answer(entry, CacheStatus.HIT)
+        return entry
+
+    async def fetch(self, spec: ActionSpec, params: Mapping[str, str], deadline: float, *, key: str | None = None,
+                    looked_up: bool = False) -> Answer:
+        """The answer for one validated call; raises `GatewayError` when there is none to give.
+
+        ``looked_up``: the caller already found no entry under ``key`` (the hit path looks up first)."""
+        key = key or self.key_for(spec, params)
+        if not looked_up:
+            entry = await self.lookup(key)
+            if entry is not None:
+                return Answer(entry, CacheStatus.HIT)
         flight, leader = self._flights.join(key, lambda: self._fill(spec, dict(params), key, deadline))
         if leader:
             self.counters.misses += 1

@@ -137,23 +137,33 @@ def _bearer(view: CallerView) -> str | None:
     return view.header("x-acs-bearer-token")
 
 
-def _label(view: CallerView) -> str:
-    label = view.header("X-Tenant")
+def header_label(headers: Mapping[str, str]) -> str | None:
+    """The tenant label the headers give (``X-Tenant``, else the V3 ``Credential``), unverified."""
+    label = headers.get("X-Tenant")
     if label is not None:
         if not TENANT_NAME.match(label):
             raise RequestRejected("X-Tenant must be 1-64 of A-Z a-z 0-9 . _ : - starting with a letter or digit.",
                                   code="InvalidParameter.X-Tenant")
         return label
-    authorization = view.header("Authorization") or ""
-    if authorization.startswith("ACS3-"):
+    authorization = headers.get("Authorization")
+    if authorization and authorization.startswith("ACS3-"):
         try:
             return parse_authorization(authorization).access_key_id[:64]
         except SignatureError:
-            return ANONYMOUS
-    for name, value in (*view.query, *view.form):
+            return None
+    return None
+
+
+def query_label(pairs: Sequence[tuple[str, str]]) -> str | None:
+    """The V1 ``AccessKeyId`` parameter, unverified."""
+    for name, value in pairs:
         if name == "AccessKeyId" and value:
             return value[:64]
-    return ANONYMOUS
+    return None
+
+
+def _label(view: CallerView) -> str:
+    return header_label(dict(view.headers)) or query_label((*view.query, *view.form)) or ANONYMOUS
 
 
 class TenantResolver:

@@ -16,6 +16,7 @@ Pure: the action name, the version and the parameter pairs in; the business para
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Final
@@ -32,7 +33,13 @@ def _show(text: str, limit: int = 40) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[:limit] + "…"
 
 
+_ASCII_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _has_control(value: str) -> bool:
+    """Control (Cc), format (Cf, e.g. zero-width or bidi marks) or surrogate (Cs) characters."""
+    if value.isascii():
+        return _ASCII_CONTROL.search(value) is not None
     return any(unicodedata.category(ch) in {"Cc", "Cf", "Cs"} for ch in value)
 
 

@@ -9,6 +9,7 @@ cleanup context. Routes:
 | ``GET|POST /v1/{Action}`` | the same for curl users |
 | ``GET /healthz`` | liveness |
 | ``GET /readyz`` | readiness: the cache backend answers |
+| anything else | 404 ``InvalidAction.NotFound`` in the upstream shape |
 
 Limits (documented in the README): request line and each header at most `MAX_LINE_BYTES`, body at
 most `MAX_BODY_BYTES`; over them, a JSON 4xx in the upstream's shape.
@@ -18,26 +19,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
 
-from proxy.actions import ACTIONS
+from proxy.actions import ACTIONS, ActionSpec
 from proxy.admission.queue import UpstreamQueue
-from proxy.cache import Cache, CacheError, MemoryCache, RedisCache
+from proxy.cache import Cache, CacheError, Entry, MemoryCache, RedisCache
 from proxy.config import GatewaySettings
 from proxy.errors import GatewayError, RequestRejected
 from proxy.logs import get_logger
 from proxy.nonces import NonceRegistry
-from proxy.readthrough import Answer, ReadThrough
+from proxy.readthrough import ReadThrough
 from proxy.tasks import TaskOwner
-from proxy.tenants import TenantDirectory, TenantResolver
+from proxy.tenants import ANONYMOUS, TenantDirectory, TenantResolver, header_label, query_label
 from proxy.upstream.client import UpstreamClient, create_session
 from proxy.web.calls import deadline_seconds as request_deadline
 from proxy.web.calls import parse_call
-from proxy.web.rendering import JSON_TYPE, error_response, request_id_for
+from proxy.web.rendering import JSON_TYPE, error_response, new_request_id, request_id_for
 
 MAX_LINE_BYTES: Final = 8190
 MAX_BODY_BYTES: Final = 64 * 1024
@@ -47,10 +49,8 @@ READTHROUGH: Final = web.AppKey("readthrough", ReadThrough)
 TENANTS: Final = web.AppKey("tenants", TenantResolver)
 QUEUES: Final = web.AppKey("queues", dict[str, UpstreamQueue])
 DIRECTORY: Final = web.AppKey("directory", TenantDirectory)
-LOG_FIELDS: Final = web.RequestKey("log_fields", dict[str, Any])
 
 log = get_logger("proxy.access")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def build_cache(settings: GatewaySettings) -> Cache:
@@ -72,8 +72,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[QUEUES] = queues
     app[READTHROUGH] = ReadThrough(cache=cache, client=client, queues=queues, ttl=settings.ttl,
                                    attempts=settings.upstream_attempts,
-                                   access_key_id=lambda: settings.credentials().access_key_id, owner=owner)
+                                   access_key_id=lambda: settings.access_key_id or "", owner=owner)
     app[TENANTS] = TenantResolver(app[DIRECTORY], NonceRegistry(ttl=2 * 900 + 60))
+    app[HANDLER].bind(app[READTHROUGH], app[TENANTS])
     try:
         yield
     finally:
@@ -82,60 +83,158 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await session.close()
 
 
-@web.middleware
-async def request_scope(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id, one access-log line per request, and every error rendered in the upstream shape."""
-    started = time.monotonic()
-    request_id = request_id_for(request.headers.get("X-Request-Id"))
-    fields: dict[str, Any] = {"request_id": request_id, "method": request.method, "path": request.path}
-    request[LOG_FIELDS] = fields
-    try:
-        response = await handler(request)
-    except GatewayError as exc:
-        fields["code"] = exc.code
-        response = error_response(request_id, exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = {404: "InvalidAction.NotFound", 405: "InvalidParameter.Method",
-                413: "InvalidRequest.TooLarge"}.get(exc.status, "InvalidRequest")
-        response = error_response(request_id, RequestRejected(exc.reason or "Bad request.", code=code,
-                                                               status=exc.status))
-        fields["code"] = code
-    except Exception:
-        log.exception("request failed", request_id=request_id)
-        response = error_response(request_id, GatewayError("The gateway failed to handle the request."))
-    response.headers["X-Request-Id"] = request_id
-    fields["status"] = response.status
-    fields["duration_ms"] = round((time.monotonic() - started) * 1000, 2)
-    if request.path not in {"/healthz", "/readyz"}:
-        log.info("request", **fields)
-    return response
+class CallHandler:
+    """``GET|POST /`` and ``/v1/{Action}``: one CAMS call, with the request id, the access-log line and
+    every error rendered in the upstream shape.
+
+    The hit path is kept short on purpose (see docs/benchmarks.md): a request whose path, raw query and
+    action/version headers were seen before (and that has no body) reuses the validated call and its
+    cache key from a bounded memo, so a repeated hit costs a dict lookup, a cache lookup and a response.
+    """
+
+    def __init__(self, app: web.Application, access_log: bool) -> None:
+        self._app = app
+        self._access_log = access_log
+        self._memo: dict[tuple[str, str | None, str | None], MemoCall] = {}
+        self._readthrough: ReadThrough
+        self._auth_required = True  # until bind(): the full path handles everything
+
+    def bind(self, readthrough: ReadThrough, resolver: TenantResolver) -> None:
+        """Attach the resources opened at start-up (the hit path reads them without app lookups)."""
+        self._readthrough = readthrough
+        self._auth_required = resolver.directory.require_authentication
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        headers = request.headers
+        incoming = headers.get("X-Request-Id")
+        request_id = request_id_for(incoming) if incoming else new_request_id()
+        fields: dict[str, Any] = {}
+        try:
+            repeated = self._repeated_call(request)
+            if repeated is not None:
+                call, tenant = repeated
+                readthrough = self._readthrough
+                try:
+                    entry = await readthrough.cache.get(call.key)
+                except CacheError:
+                    entry = None  # the full path below logs and counts it
+                if entry is not None:
+                    readthrough.counters.hits += 1
+                    age = int(time.time() - entry.fetched_at)
+                    if self._access_log:
+                        log.info("request", request_id=request_id, method=request.method, path=request.path,
+                                 status=entry.status, duration_ms=round((time.monotonic() - started) * 1000, 2),
+                                 action=call.spec.name, tenant=tenant, cache="HIT")
+                    return web.Response(body=entry.body, status=entry.status,
+                                        headers={"Content-Type": entry.content_type, "X-Cache": "HIT",
+                                                 "Age": str(age if age > 0 else 0), "X-Request-Id": request_id})
+            response = await self._answer(request, fields)
+        except GatewayError as exc:
+            fields["code"] = exc.code
+            response = error_response(request_id, exc)
+        except web.HTTPException as exc:
+            rejected = _from_http_exception(exc)
+            fields["code"] = rejected.code
+            response = error_response(request_id, rejected)
+        except Exception:
+            log.exception("request failed", request_id=request_id)
+            response = error_response(request_id, GatewayError("The gateway failed to handle the request."))
+        response.headers["X-Request-Id"] = request_id
+        if self._access_log:
+            log.info("request", request_id=request_id, method=request.method, path=request.path,
+                     status=response.status, duration_ms=round((time.monotonic() - started) * 1000, 2), **fields)
+        return response
+
+    def _repeated_call(self, request: web.Request) -> tuple[MemoCall, str] | None:
+        """A call seen before (validated, keyed) and its tenant label, with no parsing, validation or key
+        hashing; None when the full path must run (new call, body, authentication required)."""
+        if self._auth_required or request.body_exists or request.method not in ("GET", "POST"):
+            return None
+        headers = request.headers
+        call = self._memo.get((request.raw_path, headers.get("x-acs-action"), headers.get("x-acs-version")))
+        if call is None or call.access_key_id != self._readthrough.access_key_id():
+            return None
+        return call, header_label(headers) or call.query_label or ANONYMOUS
+
+    async def _answer(self, request: web.Request, fields: dict[str, Any]) -> web.Response:
+        if request.method not in ("GET", "POST"):
+            raise RequestRejected(f"Method {request.method} is not allowed; use GET or POST.",
+                                  code="InvalidParameter.Method", status=405)
+        app = self._app
+        headers = request.headers
+        memo_key = (request.raw_path, headers.get("x-acs-action"), headers.get("x-acs-version"))
+        call = None if request.body_exists else self._memo.get(memo_key)
+        readthrough = app[READTHROUGH]
+        if call is None or call.access_key_id != readthrough.access_key_id():
+            parsed = await parse_call(request)
+            call = MemoCall(parsed.spec, parsed.params, readthrough.key_for(parsed.spec, parsed.params),
+                            query_label(parsed.view.query), readthrough.access_key_id())
+            if not request.body_exists:
+                if len(self._memo) >= MEMO_SIZE:
+                    self._memo.clear()
+                self._memo[memo_key] = call
+            view = parsed.view
+        else:
+            view = None
+        fields["action"] = call.spec.name
+        resolver = app[TENANTS]
+        if resolver.directory.require_authentication:
+            if view is None:
+                view = (await parse_call(request)).view
+            fields["tenant"] = resolver.identify(view, asyncio.get_running_loop().time())
+        else:
+            fields["tenant"] = header_label(headers) or call.query_label or ANONYMOUS
+        entry = await readthrough.lookup(call.key)
+        if entry is not None:
+            fields["cache"] = "HIT"
+            return _entry_response(entry, "HIT")
+        loop = asyncio.get_running_loop()
+        budget = request_deadline(request, app[SETTINGS].deadline_s)
+        answer = await readthrough.fetch(call.spec, call.params, loop.time() + budget, key=call.key,
+                                         looked_up=True)
+        fields["cache"] = answer.cache.value
+        if answer.fill is not None:
+            fields["queue_wait_ms"] = round(answer.fill.queue_wait * 1000, 2)
+            fields["upstream_ms"] = round(answer.fill.upstream_time * 1000, 2)
+            fields["attempts"] = answer.fill.attempts
+            fields["outcome"] = answer.fill.outcome.value
+        return _entry_response(answer.entry, answer.cache.value)
 
 
-async def handle_call(request: web.Request) -> web.Response:
-    fields = request[LOG_FIELDS]
-    call = await parse_call(request)
-    fields["action"] = call.spec.name
-    loop = asyncio.get_running_loop()
-    fields["tenant"] = request.app[TENANTS].identify(call.view, loop.time())
-    budget = request_deadline(request, request.app[SETTINGS].deadline_s)
-    answer = await request.app[READTHROUGH].fetch(call.spec, call.params, loop.time() + budget)
-    return render(answer, fields)
+MEMO_SIZE: Final = 4096
 
 
-def render(answer: Answer, fields: dict[str, Any]) -> web.Response:
-    entry = answer.entry
-    fields["cache"] = answer.cache.value
-    if answer.fill is not None:
-        fields["queue_wait_ms"] = round(answer.fill.queue_wait * 1000, 2)
-        fields["upstream_ms"] = round(answer.fill.upstream_time * 1000, 2)
-        fields["attempts"] = answer.fill.attempts
-        fields["outcome"] = answer.fill.outcome.value
-    age = max(0, int(time.time() - entry.fetched_at))
+@dataclass(frozen=True, slots=True)
+class MemoCall:
+    spec: ActionSpec
+    params: dict[str, str]
+    key: str
+    query_label: str | None
+    access_key_id: str
+
+
+HANDLER: Final = web.AppKey("call_handler", CallHandler)
+
+
+def _entry_response(entry: Entry, cache: str) -> web.Response:
+    age = int(time.time() - entry.fetched_at)
     return web.Response(body=entry.body, status=entry.status,
-                        headers={"Content-Type": entry.content_type, "X-Cache": answer.cache.value,
-                                 "Age": str(age)})
+                        headers={"Content-Type": entry.content_type, "X-Cache": cache,
+                                 "Age": str(age if age > 0 else 0)})
+
+
+def _from_http_exception(exc: web.HTTPException) -> RequestRejected:
+    code = {404: "InvalidAction.NotFound", 405: "InvalidParameter.Method",
+            413: "InvalidRequest.TooLarge"}.get(exc.status, "InvalidRequest")
+    return RequestRejected(exc.reason or "Bad request.", code=code, status=max(exc.status, 400))
+
+
+async def not_found(request: web.Request) -> web.Response:
+    request_id = request_id_for(request.headers.get("X-Request-Id"))
+    return error_response(request_id, RequestRejected(
+        f"No such endpoint: {request.path[:80]}. Calls go to / or /v1/{{Action}}.", code="InvalidAction.NotFound",
+        status=404))
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -156,16 +255,22 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def create_app(settings: GatewaySettings, directory: TenantDirectory | None = None) -> web.Application:
-    app = web.Application(middlewares=[request_scope], client_max_size=MAX_BODY_BYTES,
+    """The gateway. No middleware: the call handler renders its own errors (cheaper on the hit path), and a
+    catch-all route answers unknown paths in the upstream shape."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES,
                           handler_args={"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_LINE_BYTES})
     app[SETTINGS] = settings
     app[DIRECTORY] = directory or TenantDirectory()
     app.cleanup_ctx.append(_resources)
-    for method in ("GET", "POST"):
-        app.router.add_route(method, "/", handle_call)
-        app.router.add_route(method, "/v1/{action}", handle_call)
+    app[HANDLER] = CallHandler(app, access_log=settings.log_level in {"debug", "info"})
+    handler = app[HANDLER].handle
+    app.router.add_route("*", "/", handler)
+    for name in ACTIONS:  # plain routes resolve by index, faster than the pattern below
+        app.router.add_route("*", f"/v1/{name}", handler)
+    app.router.add_route("*", "/v1/{action}", handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_route("*", "/{tail:.*}", not_found)
     return app
 
 

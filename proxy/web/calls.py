@@ -61,8 +61,8 @@ async def parse_call(request: web.Request) -> Call:
             raise RequestRejected("The body is not valid UTF-8.", code="InvalidParameter.Encoding") from exc
     pairs = query + form
     names = [v for k, v in pairs if k == "Action"]
-    if "action" in request.match_info:
-        names.append(request.match_info["action"])
+    if request.path.startswith("/v1/"):
+        names.append(request.path[4:])
     if request.headers.get("x-acs-action"):
         names.append(request.headers["x-acs-action"])
     versions = [v for k, v in pairs if k == "Version"]
