@@ -72,7 +72,53 @@ def run_simulator(settings: SimulatorSettings) -> None:
     asyncio.run(serve_forever(app, sock, ready))
 
 
-def run_gateway(settings: GatewaySettings) -> None:
+WORKER_ENV = "CAMS_PROXY_WORKER"
+
+
+def supervise_workers(settings: GatewaySettings, argv: Sequence[str], env: Mapping[str, str]) -> int:
+    """``--workers N``: N gateway processes on one port (SO_REUSEPORT). Stops them all on SIGINT/SIGTERM
+    or when one exits."""
+    import signal
+    import subprocess
+
+    from proxy.runner import bind
+
+    log = get_logger("proxy.gateway")
+    port = settings.port
+    if port == 0:
+        probe = bind(settings.host, 0)
+        port = probe.getsockname()[1]
+        probe.close()
+    children = [
+        subprocess.Popen([sys.executable, "-m", "proxy", *argv, "--port", str(port)],
+                         env={**env, WORKER_ENV: str(index)})
+        for index in range(settings.workers)
+    ]
+    log.info("supervising gateway workers", workers=settings.workers, url=f"http://{settings.host}:{port}/",
+             pids=[child.pid for child in children])
+
+    def stop(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    status = 0
+    try:
+        while all(child.poll() is None for child in children):
+            try:
+                children[0].wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                continue
+    finally:
+        stop()
+        for child in children:
+            status = status or (child.wait() or 0)
+    return status
+
+
+def run_gateway(settings: GatewaySettings, worker: int | None = None) -> None:
     from proxy.runner import bind, serve_forever
     from proxy.tenants import TenantsFileError, load_tenants
     from proxy.web.app import create_app
@@ -84,7 +130,7 @@ def run_gateway(settings: GatewaySettings) -> None:
     except TenantsFileError as exc:
         raise ConfigError([f"invalid setting --tenants={str(settings.tenants_file)!r}: {exc}"]) from exc
     app = create_app(settings, directory)
-    sock = bind(settings.host, settings.port)
+    sock = bind(settings.host, settings.port, reuse_port=worker is not None)
     host, port = sock.getsockname()[:2]
 
     def ready() -> None:
@@ -97,6 +143,7 @@ def run_gateway(settings: GatewaySettings) -> None:
             caps={name: settings.cap(name) for name in ("GetChatappTemplateDetail", "QueryChatappBindWaba")},
             tenants=len(directory.tenants),
             tenant_auth=directory.require_authentication,
+            worker=worker,
         )
 
     asyncio.run(serve_forever(app, sock, ready, runner_factory=runner_for))
@@ -113,7 +160,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         elif args.command == "serve":
             gateway = GatewaySettings.from_sources(args, env)
             configure(gateway.log_level, "json" if gateway.json_logs(sys.stderr.isatty()) else "console")
-            run_gateway(gateway)
+            worker = env.get(WORKER_ENV)
+            if gateway.workers > 1 and worker is None:
+                return supervise_workers(gateway, list(argv if argv is not None else sys.argv[1:]), env)
+            run_gateway(gateway, int(worker) if worker is not None else None)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"cams-proxy {args.command}: {problem}", file=sys.stderr)

@@ -356,6 +356,10 @@ class GatewaySettings:
     memory_max_entries: int = 10_000
     memory_max_bytes: int = 64 * 1024 * 1024
     tenants_file: Path | None = None
+    l1_max_ttl_s: float = 10.0
+    lease_ttl_s: float = 2.0
+    redis_timeout_s: float = 0.25
+    workers: int = 1
     log_level: str = "info"
     log_format: str = "auto"
 
@@ -385,6 +389,13 @@ class GatewaySettings:
 
     def cap(self, action: str) -> int:
         return (self.caps or {}).get(action, ACTIONS[action].cap_per_second)
+
+    def local_cap(self, action: str) -> int:
+        """This process's own rate: the cap, or with ``--workers N`` and no Redis, ``floor(cap / N)``
+        (whole numbers: a fractional split would let cap + 1 into some window)."""
+        if self.redis_url or self.workers <= 1:
+            return self.cap(action)
+        return max(1, self.cap(action) // self.workers)
 
     def ttl(self, action: str) -> float:
         return float((self.ttls or {}).get(action, ACTIONS[action].ttl_seconds))
@@ -447,6 +458,14 @@ GATEWAY_OPTIONS: Final = (
            "in-process cache bound, body bytes", "N"),
     Option("tenants_file", "--tenants", "PROXY_TENANTS_FILE", existing_file, None,
            "JSON file of tenants and their credentials (see the README)", "FILE"),
+    Option("l1_max_ttl_s", "--l1-max-ttl-s", "PROXY_L1_MAX_TTL_S", non_negative_float, 10.0,
+           "with Redis: longest an entry stays in the in-process L1 (0: no L1, every hit reads Redis)", "S"),
+    Option("lease_ttl_s", "--lease-ttl-s", "PROXY_LEASE_TTL_S", positive_float, 2.0,
+           "with Redis: fill lease lifetime (renewed while filling; a dead holder is replaced after this)", "S"),
+    Option("redis_timeout_s", "--redis-timeout-s", "PROXY_REDIS_TIMEOUT_S", positive_float, 0.25,
+           "with Redis: connect and reply timeout of one Redis command", "S"),
+    Option("workers", "--workers", "PROXY_WORKERS", positive_int, 1,
+           "processes sharing the port (SO_REUSEPORT); without Redis each takes floor(cap / N)", "N"),
     Option("log_level", "--log-level", "LOG_LEVEL", choice(LOG_LEVELS), "info", "log level", "LEVEL"),
     Option("log_format", "--log-format", "LOG_FORMAT", choice((*LOG_FORMATS, "auto")), "auto",
            "console, json, or auto (json unless stderr is a terminal)", "FORMAT"),

@@ -20,12 +20,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
+import orjson
+
 from proxy.actions import ActionSpec
 from proxy.admission.queue import UpstreamQueue
+from proxy.bus import Bus, Notice
 from proxy.cache.base import Cache, CacheError, Entry
 from proxy.coalesce import SingleFlight
 from proxy.errors import DeadlineExceeded, GatewayError, UpstreamFailed
 from proxy.keys import cache_key
+from proxy.leases import Leases, LeaseUnavailable
 from proxy.logs import get_logger
 from proxy.tasks import TaskOwner
 from proxy.upstream.client import UpstreamClient, UpstreamResponse
@@ -51,6 +55,16 @@ class Fill:
     queue_wait: float
     upstream_time: float
     stored: bool
+    #: Filled by another replica (this one waited on its lease).
+    shared: bool = False
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """What cross-replica coalescing needs: the fill leases and the notice bus."""
+
+    leases: Leases
+    bus: Bus
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +101,7 @@ class ReadThrough:
         access_key_id: Callable[[], str],
         owner: TaskOwner,
         wall_clock: Callable[[], float] = time.time,
+        replicas: Replicas | None = None,
     ) -> None:
         self.cache = cache
         self._client = client
@@ -96,6 +111,7 @@ class ReadThrough:
         self._access_key_id = access_key_id
         self._flights: SingleFlight[Fill] = SingleFlight(owner)
         self._wall = wall_clock
+        self._replicas = replicas
         self._endpoint = str(client.endpoint)
         self.counters = Counters()
 
@@ -123,7 +139,7 @@ class ReadThrough:
             entry = await self.lookup(key)
             if entry is not None:
                 return Answer(entry, CacheStatus.HIT)
-        flight, leader = self._flights.join(key, lambda: self._fill(spec, dict(params), key, deadline))
+        flight, leader = self._flights.join(key, lambda: self._flight(spec, dict(params), key, deadline))
         if leader:
             self.counters.misses += 1
         else:
@@ -133,7 +149,7 @@ class ReadThrough:
         except TimeoutError as exc:
             raise DeadlineExceeded(f"The request's deadline passed while the upstream call for {spec.name} was "
                                    "in progress; the call goes on and will fill the cache.") from exc
-        return Answer(fill.entry, CacheStatus.MISS if leader else CacheStatus.COALESCED, fill)
+        return Answer(fill.entry, CacheStatus.MISS if leader and not fill.shared else CacheStatus.COALESCED, fill)
 
     async def _lookup(self, key: str) -> Entry | None:
         try:
@@ -151,6 +167,73 @@ class ReadThrough:
             log.warning("cache store failed; answer not cached", backend=self.cache.name, error=str(exc))
             return False
         return True
+
+    async def _flight(self, spec: ActionSpec, params: dict[str, str], key: str, deadline: float) -> Fill:
+        """This process's one fill for ``key``; with replicas, first agree across them who fills."""
+        if self._replicas is None:
+            return await self._fill(spec, params, key, deadline)
+        leases, bus = self._replicas.leases, self._replicas.bus
+        loop = asyncio.get_running_loop()
+        while True:
+            notice = bus.expect(key)  # before looking at the lease: no notice can slip between
+            try:
+                try:
+                    holder = await leases.acquire(key)
+                except LeaseUnavailable:
+                    return await self._fill(spec, params, key, deadline)  # Redis down: this process alone
+                if holder:
+                    entry = await self._lookup(key)  # filled and released just before we took the lease?
+                    if entry is not None:
+                        await leases.release(key)
+                        return self._shared_fill(entry)
+                    return await self._fill_holding_lease(spec, params, key, deadline)
+                entry = await self._lookup(key)  # the holder may have finished just now
+                if entry is not None:
+                    return self._shared_fill(entry)
+                wait_until = min(deadline, loop.time() + leases.ttl_s)
+                try:
+                    async with asyncio.timeout_at(wait_until):
+                        got = await asyncio.shield(notice)
+                except TimeoutError:
+                    if loop.time() >= deadline:
+                        raise DeadlineExceeded(f"The request's deadline passed while another replica filled "
+                                               f"{spec.name}.") from None
+                    continue  # the holder may be gone: try to take the lease over
+                return self._shared_fill(Entry(got.status, got.body, self._wall(),
+                                               got.content_type or "application/json;charset=utf-8"))
+            finally:
+                bus.forget(key, notice)
+
+    def _shared_fill(self, entry: Entry) -> Fill:
+        classified = classify(entry.status, entry.body)
+        return Fill(entry, classified.outcome, classified.code, 0, 0.0, 0.0, False, shared=True)
+
+    async def _fill_holding_lease(self, spec: ActionSpec, params: dict[str, str], key: str,
+                                  deadline: float) -> Fill:
+        assert self._replicas is not None
+        leases, bus = self._replicas.leases, self._replicas.bus
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(leases.ttl_s / 3)
+                try:
+                    await leases.renew(key)
+                except LeaseUnavailable:
+                    return
+
+        renewer = asyncio.get_running_loop().create_task(renew())
+        try:
+            fill = await self._fill(spec, params, key, deadline)
+        except GatewayError as exc:
+            body = orjson.dumps({"RequestId": "", "HostId": "cams-proxy", "Code": exc.code, "Message": exc.message})
+            await bus.publish(Notice("fail", key, bus.replica_id, exc.status, body, "application/json;charset=utf-8"))
+            raise
+        finally:
+            renewer.cancel()
+            await leases.release(key)
+        await bus.publish(Notice("fill", key, bus.replica_id, fill.entry.status, fill.entry.body,
+                                 fill.entry.content_type))
+        return fill
 
     async def _fill(self, spec: ActionSpec, params: dict[str, str], key: str, deadline: float) -> Fill:
         queue = self._queues[spec.name]

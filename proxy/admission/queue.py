@@ -32,6 +32,7 @@ from typing import Final
 
 from aiolimiter import AsyncLimiter
 
+from proxy.admission.coordinator import Coordinator
 from proxy.admission.spacing import estimated_wait, spacing_interval
 from proxy.errors import DeadlineExceeded, Overloaded
 
@@ -58,8 +59,10 @@ class QueueStats:
 
 
 class UpstreamQueue:
-    def __init__(self, action: str, rate_per_second: int, margin_s: float, bound: int) -> None:
+    def __init__(self, action: str, rate_per_second: int, margin_s: float, bound: int,
+                 coordinator: Coordinator | None = None) -> None:
         self.action = action
+        self.coordinator = coordinator
         self.rate = rate_per_second
         self.interval = spacing_interval(rate_per_second, margin_s)
         self.bound = bound
@@ -123,6 +126,9 @@ class UpstreamQueue:
                     gap = self._last_sent + self.interval - loop.time()
                     if gap > 0:
                         await asyncio.sleep(gap)
+                if self.coordinator is not None:
+                    # Replicas: the slot itself comes from the shared budget (or the local share).
+                    await self.coordinator.slot(self.action, self.rate, self.interval, grant_by)
         except TimeoutError as exc:
             if holding:
                 self._send_slot.release()

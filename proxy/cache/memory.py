@@ -91,6 +91,13 @@ class MemoryCache:
 
     async def close(self) -> None:
         """Drop every entry; the cache stays usable."""
+        self.clear()
+
+    def discard(self, key: str) -> None:
+        """Drop ``key`` now (synchronous: called from pub/sub notices)."""
+        self._remove(key)
+
+    def clear(self) -> None:
         self._slots.clear()
         self._bytes = 0
 

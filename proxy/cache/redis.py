@@ -121,6 +121,18 @@ class RedisCache:
             raise TypeError(f"expected bytes from redis, got {type(value).__name__}")
         return unpack_entry(value)
 
+    async def get_with_ttl(self, key: str) -> tuple[Entry, float] | None:
+        """The live entry and the seconds it has left, in one round trip (GET + PTTL). Raises `CacheError`."""
+        with _translated("GET+PTTL"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.get(self.key(key))
+                pipe.pttl(self.key(key))
+                value, pttl = await pipe.execute()
+        if value is None or not isinstance(value, bytes) or pttl is None or int(pttl) <= 0:
+            return None
+        entry = unpack_entry(value)
+        return None if entry is None else (entry, int(pttl) / 1000.0)
+
     async def set(self, key: str, entry: Entry, ttl: float) -> None:
         """Store ``entry`` for ``ttl`` seconds (rounded up to whole ms), replacing any value. Raises `CacheError`."""
         value, px = pack_entry(entry), ttl_ms(ttl)

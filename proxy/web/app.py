@@ -28,12 +28,13 @@ from aiohttp import web
 
 from proxy.actions import ACTIONS, ActionSpec
 from proxy.admission.queue import UpstreamQueue
-from proxy.cache import Cache, CacheError, Entry, MemoryCache, RedisCache
+from proxy.cache import Cache, CacheError, Entry, MemoryCache
 from proxy.config import GatewaySettings
 from proxy.errors import GatewayError, RequestRejected
 from proxy.logs import get_logger
 from proxy.nonces import NonceRegistry
 from proxy.readthrough import ReadThrough
+from proxy.replicas import ReplicaKit
 from proxy.tasks import TaskOwner
 from proxy.tenants import ANONYMOUS, TenantDirectory, TenantResolver, header_label, query_label
 from proxy.upstream.client import UpstreamClient, create_session
@@ -49,37 +50,47 @@ READTHROUGH: Final = web.AppKey("readthrough", ReadThrough)
 TENANTS: Final = web.AppKey("tenants", TenantResolver)
 QUEUES: Final = web.AppKey("queues", dict[str, UpstreamQueue])
 DIRECTORY: Final = web.AppKey("directory", TenantDirectory)
+REPLICA_KIT: Final[web.AppKey[ReplicaKit | None]] = web.AppKey("replica_kit")
 
 log = get_logger("proxy.access")
-
-
-def build_cache(settings: GatewaySettings) -> Cache:
-    if settings.redis_url:
-        return RedisCache.from_url(settings.redis_url)
-    return MemoryCache(max_entries=settings.memory_max_entries, max_bytes=settings.memory_max_bytes)
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     owner = TaskOwner("fills")
     session = create_session(connect_timeout=settings.upstream_connect_timeout_s)
-    cache = build_cache(settings)
+    margin = settings.spacing_margin_ms / 1000.0
+    memory = MemoryCache(max_entries=settings.memory_max_entries, max_bytes=settings.memory_max_bytes)
+    kit: ReplicaKit | None = None
+    cache: Cache = memory
+    if settings.redis_url:
+        kit = ReplicaKit.build(settings.redis_url, settings.access_key_id or "", margin_s=margin,
+                               redis_timeout_s=settings.redis_timeout_s, l1=memory,
+                               l1_max_ttl_s=settings.l1_max_ttl_s, lease_ttl_s=settings.lease_ttl_s)
+        cache = kit.cache
+        await kit.start(owner)
+    app[REPLICA_KIT] = kit
     client = UpstreamClient(session, settings.upstream, settings.credentials, timeout=settings.upstream_timeout_s)
     queues = {
-        name: UpstreamQueue(name, settings.cap(name), settings.spacing_margin_ms / 1000.0, settings.queue_bound(name))
+        name: UpstreamQueue(name, settings.local_cap(name), margin, settings.queue_bound(name),
+                            coordinator=kit.coordinator if kit else None)
         for name in ACTIONS
     }
     app[QUEUES] = queues
     app[READTHROUGH] = ReadThrough(cache=cache, client=client, queues=queues, ttl=settings.ttl,
                                    attempts=settings.upstream_attempts,
-                                   access_key_id=lambda: settings.access_key_id or "", owner=owner)
+                                   access_key_id=lambda: settings.access_key_id or "", owner=owner,
+                                   replicas=kit.for_readthrough if kit else None)
     app[TENANTS] = TenantResolver(app[DIRECTORY], NonceRegistry(ttl=2 * 900 + 60))
     app[HANDLER].bind(app[READTHROUGH], app[TENANTS])
     try:
         yield
     finally:
         await owner.close()
-        await cache.close()
+        if kit is not None:
+            await kit.close()
+        else:
+            await cache.close()
         await session.close()
 
 
@@ -242,16 +253,25 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    cache = request.app[READTHROUGH].cache
-    try:
-        await cache.get("k1:readyz:probe")
-    except CacheError as exc:
-        body = {"status": "unavailable", "cache": cache.name, "error": str(exc)}
-        return web.Response(body=orjson.dumps(body), status=503, content_type="application/json")
-    queues = {name: {"waiting": q.waiting, "interval_s": round(q.interval, 4)}
+    """Ready, degraded (Redis down: serving from L1 and the local share) or unavailable (memory cache broken)."""
+    readthrough = request.app[READTHROUGH]
+    kit = request.app[REPLICA_KIT]
+    queues = {name: {"waiting": q.waiting, "interval_s": round(q.interval, 4), "granted": q.stats.granted,
+                     "max_send_delay_ms": round(q.stats.max_send_delay * 1000, 2)}
               for name, q in request.app[QUEUES].items()}
-    return web.Response(body=orjson.dumps({"status": "ready", "cache": cache.name, "queues": queues}),
-                        content_type="application/json")
+    body: dict[str, Any] = {"status": "ready", "cache": readthrough.cache.name, "queues": queues}
+    if kit is not None:
+        body["replica"] = kit.replica_id
+        body["redis"] = {**kit.coordinator.status(), "pubsub_connected": kit.bus.connected.is_set()}
+        if not kit.breaker.healthy:
+            body["status"] = "degraded"
+    else:
+        try:
+            await readthrough.cache.get("k1:readyz:probe")
+        except CacheError as exc:
+            body.update(status="unavailable", error=str(exc))
+            return web.Response(body=orjson.dumps(body), status=503, content_type="application/json")
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
 def create_app(settings: GatewaySettings, directory: TenantDirectory | None = None) -> web.Application:

@@ -7,6 +7,7 @@ import asyncio
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
@@ -122,10 +123,14 @@ async def test_upstream_timeout_is_a_json_504_and_the_fill_goes_on(make_gateway:
     assert status == 504 and orjson.loads(body)["Code"] == "Proxy.UpstreamTimeout"
 
 
+@pytest.mark.parametrize(("l1_max_ttl_s", "backend"), [(0.0, "redis"), (10.0, "tiered")])
 async def test_redis_backend_serves_hits(make_gateway: GatewayFactory, session: aiohttp.ClientSession, sim: Sim,
-                                         redis_url: str) -> None:
-    gateway = await make_gateway(redis_url=redis_url)
-    assert gateway.app[READTHROUGH].cache.name == "redis"
+                                         redis_url: str, l1_max_ttl_s: float, backend: str) -> None:
+    import redis as redis_sync
+
+    redis_sync.Redis.from_url(redis_url).flushall()
+    gateway = await make_gateway(redis_url=redis_url, l1_max_ttl_s=l1_max_ttl_s)
+    assert gateway.app[READTHROUGH].cache.name == backend
     first = await get(session, gateway, f"/v1/{WABA}?CustSpaceId={SEED_SPACE}")
     second = await get(session, gateway, f"/?Action={WABA}&CustSpaceId={SEED_SPACE}")
     assert first[2]["X-Cache"] == "MISS" and second[2]["X-Cache"] == "HIT" and first[1] == second[1]

@@ -1,0 +1,121 @@
+"""Replica-to-replica notices over Redis pub/sub: fills, failures and invalidations of cache keys.
+
+One channel, one subscriber connection per replica, JSON messages::
+
+    {"kind": "fill" | "fail" | "invalidate", "key": "...", "origin": "<replica id>",
+     "status": 200, "body": "<base64>", "content_type": "..."}          (status/body for fill and fail)
+
+Waiters register a future for a key *before* they look at the lease, so no notice can slip between
+the look and the wait. If the subscription drops, the reader reconnects with backoff and calls
+``on_reconnect`` (the tiered cache clears its L1: it may have missed invalidations meanwhile).
+Nothing here is durable: a notice lost with a dead Redis is covered by lease expiry and L1 TTLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from proxy.logs import get_logger
+
+CHANNEL: Final = "cams:events"
+log = get_logger("proxy.bus")
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    kind: str
+    key: str
+    origin: str
+    status: int = 0
+    body: bytes = b""
+    content_type: str = ""
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"kind": self.kind, "key": self.key, "origin": self.origin, "status": self.status,
+                             "body": base64.b64encode(self.body).decode(), "content_type": self.content_type})
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Notice | None:
+        try:
+            data = orjson.loads(raw)
+            return cls(str(data["kind"]), str(data["key"]), str(data["origin"]), int(data.get("status", 0)),
+                       base64.b64decode(data.get("body", "")), str(data.get("content_type", "")))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+
+
+class Bus:
+    def __init__(self, client: Redis, replica_id: str) -> None:
+        self._client = client
+        self.replica_id = replica_id
+        self._waiters: dict[str, set[asyncio.Future[Notice]]] = {}
+        self.on_invalidate: Callable[[str], None] = lambda key: None
+        self.on_reconnect: Callable[[], None] = lambda: None
+        self.connected = asyncio.Event()
+        self.received = 0
+
+    def expect(self, key: str) -> asyncio.Future[Notice]:
+        future: asyncio.Future[Notice] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, set()).add(future)
+        return future
+
+    def forget(self, key: str, future: asyncio.Future[Notice]) -> None:
+        waiters = self._waiters.get(key)
+        if waiters is not None:
+            waiters.discard(future)
+            if not waiters:
+                del self._waiters[key]
+
+    async def publish(self, notice: Notice) -> None:
+        """Best effort: a failed publish is logged; waiters fall back on lease expiry."""
+        try:
+            await self._client.publish(CHANNEL, notice.encode())
+        except (RedisError, OSError) as exc:
+            log.warning("could not publish a notice", kind=notice.kind, error=str(exc))
+
+    def _dispatch(self, notice: Notice) -> None:
+        self.received += 1
+        if notice.kind in {"fill", "invalidate"} and notice.origin != self.replica_id:
+            self.on_invalidate(notice.key)
+        if notice.kind not in {"fill", "fail"}:
+            return
+        for future in self._waiters.pop(notice.key, set()):
+            if not future.done():
+                future.set_result(notice)
+
+    async def run(self) -> None:
+        """Read the channel until cancelled, reconnecting with backoff."""
+        delay = 0.1
+        first = True
+        while True:
+            pubsub: Any = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(CHANNEL)
+                if not first:
+                    self.on_reconnect()
+                first = False
+                self.connected.set()
+                delay = 0.1
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message and message.get("type") == "message":
+                        notice = Notice.decode(message["data"])
+                        if notice is not None:
+                            self._dispatch(notice)
+            except (RedisError, OSError) as exc:
+                self.connected.clear()
+                log.warning("pub/sub connection lost; reconnecting", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()

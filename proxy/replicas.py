@@ -1,0 +1,110 @@
+"""Everything a replica shares through Redis, built and run together: the cache tiers, the budget
+coordinator, fill leases, the notice bus and the heartbeat.
+
+Two Redis clients: one for commands, with short timeouts (``redis_timeout_s``: a dead Redis costs one
+timeout, then the breaker answers), and one for the pub/sub subscription, which idles between notices
+and so has no read timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from proxy.admission.coordinator import Coordinator
+from proxy.admission.replicas import Heartbeat
+from proxy.admission.shared import BudgetUnavailable, RedisBudget
+from proxy.breaker import CircuitBreaker
+from proxy.bus import Bus
+from proxy.cache.base import Cache
+from proxy.cache.memory import MemoryCache
+from proxy.cache.redis import RedisCache
+from proxy.cache.tiered import TieredCache
+from proxy.leases import Leases
+from proxy.logs import get_logger
+from proxy.readthrough import Replicas
+from proxy.tasks import TaskOwner
+
+log = get_logger("proxy.replicas")
+HEARTBEAT_INTERVAL_S = 1.0
+
+
+def new_replica_id() -> str:
+    return f"{socket.gethostname()[:32]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class ReplicaKit:
+    replica_id: str
+    client: Redis
+    pubsub_client: Redis
+    breaker: CircuitBreaker
+    coordinator: Coordinator
+    bus: Bus
+    leases: Leases
+    heartbeat: Heartbeat
+    cache: Cache
+
+    @classmethod
+    def build(cls, url: str, access_key_id: str, *, margin_s: float, redis_timeout_s: float, l1: MemoryCache,
+              l1_max_ttl_s: float, lease_ttl_s: float) -> ReplicaKit:
+        replica_id = new_replica_id()
+        client = Redis.from_url(url, socket_timeout=redis_timeout_s, socket_connect_timeout=redis_timeout_s,
+                                decode_responses=False)
+        pubsub_client = Redis.from_url(url, socket_connect_timeout=redis_timeout_s, socket_timeout=None,
+                                       health_check_interval=5, decode_responses=False)
+        breaker = CircuitBreaker(cooldown=1.0)
+        heartbeat = Heartbeat(client, access_key_id, replica_id)
+        coordinator = Coordinator(RedisBudget(client, access_key_id), heartbeat, breaker, margin_s)
+        bus = Bus(pubsub_client, replica_id)
+        l2 = RedisCache(client)
+        cache: Cache = (TieredCache(l1, l2, bus, breaker, l1_max_ttl_s, on_redis_failure=coordinator.record_failure)
+                        if l1_max_ttl_s > 0 else l2)
+        return cls(replica_id, client, pubsub_client, breaker, coordinator, bus,
+                   Leases(client, replica_id, lease_ttl_s), heartbeat, cache)
+
+    @property
+    def for_readthrough(self) -> Replicas:
+        return Replicas(self.leases, self.bus)
+
+    async def start(self, owner: TaskOwner) -> None:
+        """Probe the script support, then run the bus reader and the heartbeat as owned tasks."""
+        try:
+            await self.coordinator.budget.probe()
+            await self.heartbeat.beat()
+        except (BudgetUnavailable, RedisError, OSError) as exc:
+            log.warning("redis cannot serve the shared budget at start-up (down, or scripts disabled): "
+                        "running the Redis-down policy", error=str(exc))
+            self.coordinator.record_failure(exc)
+        owner.spawn(self.bus.run(), name="bus")
+        owner.spawn(self._heartbeats(), name="heartbeat")
+        try:
+            async with asyncio.timeout(1.0):
+                await self.bus.connected.wait()
+        except TimeoutError:
+            log.warning("pub/sub not connected yet; L1 coherence starts when it is")
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+            if self.breaker.healthy:
+                try:
+                    await self.heartbeat.beat()
+                except (RedisError, OSError) as exc:
+                    self.coordinator.record_failure(exc)
+            else:
+                await self.coordinator.probe_if_due()
+
+    async def close(self) -> None:
+        await self.heartbeat.leave()
+        await self.cache.close()
+        for client in (self.client, self.pubsub_client):
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()

@@ -1,0 +1,214 @@
+"""Three real gateway processes, one real redis-server, the simulator: one quota across replicas.
+
+Counted, never timed: upstream calls, throttled calls and ``max_in_any_1s`` come from the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import requests
+
+from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
+from tests.conftest import start_redis
+from tests.support import Process, free_port, many_templates, start_cli
+
+TEMPLATE, WABA = "GetChatappTemplateDetail", "QueryChatappBindWaba"
+BULK_SPACE = "77000000000001"
+
+
+class RedisServer:
+    """A redis-server of this test's own, which the test may kill and restart on the same port."""
+
+    def __init__(self, binary: str, folder: Path) -> None:
+        self.binary, self.folder = binary, folder
+        self.proc, self.url = start_redis(binary, folder)
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def redis_server(redis_binary: str, tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(redis_binary, tmp_path)
+    yield server
+    server.kill()
+
+
+Replicas = Callable[..., list[Process]]
+
+
+@pytest.fixture
+def replicas(redis_server: RedisServer, sim_url: str, tmp_path: Path) -> Iterator[Replicas]:
+    started: list[Process] = []
+
+    def start(count: int = 3, *extra: str) -> list[Process]:
+        env = {"ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_ACCESS_KEY_ID,
+               "ALIBABA_CLOUD_ACCESS_KEY_SECRET": DEMO_ACCESS_KEY_SECRET, "LOG_FORMAT": "console"}
+        for index in range(count):
+            started.append(start_cli(["serve", "--port", "0", "--upstream", sim_url, "--redis-url", redis_server.url,
+                                      *extra], tmp_path / f"gateway-{len(started)}-{index}.log", env=env,
+                                     ready_text="gateway ready"))
+        return started[-count:]
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def sim_stats(sim_url: str, action: str) -> dict[str, Any]:
+    return dict(requests.get(f"{sim_url}/__sim/stats", timeout=5).json()["actions"][action])
+
+
+def put_json(url: str, body: object) -> None:
+    requests.put(url, data=orjson.dumps(body), timeout=5).raise_for_status()
+
+
+async def spread(targets: list[str], gateways: list[Process], timeout: float = 90.0) -> list[tuple[int, dict[str, Any],
+                                                                                                    str]]:
+    """GET each target on gateways round robin, all at once; (status, body, X-Cache)."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                     timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        async def one(i: int, target: str) -> tuple[int, dict[str, Any], str]:
+            async with session.get(gateways[i % len(gateways)].url + target) as response:
+                return response.status, orjson.loads(await response.read()), response.headers.get("X-Cache", "")
+
+        return await asyncio.gather(*(one(i, t) for i, t in enumerate(targets)))
+
+
+BACKLOG = ("--deadline-s", "60", "--upstream-timeout-s", "8", "--queue-bound", f"{TEMPLATE}=1000",
+           "--queue-bound", f"{WABA}=1000")
+
+
+def test_150_and_150_misses_across_three_replicas_use_the_cap_and_never_pass_it(replicas: Replicas,
+                                                                                  sim_url: str) -> None:
+    put_json(f"{sim_url}/__sim/fixtures", many_templates(150))
+    put_json(f"{sim_url}/__sim/faults", {"default": {"latency_ms": 80, "jitter_ms": 40}})
+    gateways = replicas(3, *BACKLOG)
+    targets = [f"/v1/{TEMPLATE}?CustSpaceId={BULK_SPACE}&Language=en_US&TemplateCode={i:032x}" for i in range(150)]
+    targets += [f"/v1/{WABA}?CustSpaceId=78{i:012d}" for i in range(150)]
+    results = asyncio.run(spread(targets, gateways))
+    assert [status for status, _, _ in results] == [200] * 300
+    for action, cap in ((TEMPLATE, 5), (WABA, 10)):
+        stats = sim_stats(sim_url, action)
+        assert (stats["calls"], stats["throttled"], stats["max_in_any_1s"]) == (150, 0, cap), action
+
+
+def test_300_identical_misses_across_three_replicas_make_one_call(replicas: Replicas, sim_url: str) -> None:
+    put_json(f"{sim_url}/__sim/faults", {WABA: {"latency_ms": 1500, "jitter_ms": 0}})
+    gateways = replicas(3)
+    results = asyncio.run(spread([f"/v1/{WABA}?CustSpaceId=28251486512358"] * 300, gateways))
+    assert {status for status, _, _ in results} == {200}
+    assert len({body["RequestId"] for _, body, _ in results}) == 1
+    caches = [cache for _, _, cache in results]
+    assert caches.count("MISS") == 1 and caches.count("COALESCED") + caches.count("HIT") == 299
+    assert sim_stats(sim_url, WABA)["calls"] == 1
+
+
+def test_a_lease_holder_killed_mid_fill_is_replaced_by_exactly_one_replica(replicas: Replicas,
+                                                                           sim_url: str) -> None:
+    put_json(f"{sim_url}/__sim/faults", {WABA: {"latency_ms": 4000, "jitter_ms": 0}})
+    first, second, third = replicas(3, "--lease-ttl-s", "1.5")
+    target = f"/v1/{WABA}?CustSpaceId=39583726150001"
+
+    async def scenario() -> list[tuple[int, dict[str, Any], str]]:
+        async with aiohttp.ClientSession() as session:
+            doomed = asyncio.ensure_future(session.get(first.url + target))
+            for _ in range(200):  # until the first replica's call has reached the simulator
+                if sim_stats(sim_url, WABA)["calls"] == 1:
+                    break
+                await asyncio.sleep(0.02)
+            first.proc.kill()
+            with pytest.raises(aiohttp.ClientError):
+                await doomed
+            put_json(f"{sim_url}/__sim/faults", {WABA: {"latency_ms": 50, "jitter_ms": 0}})
+        return await spread([target] * 10, [second, third])
+
+    results = asyncio.run(scenario())
+    assert {status for status, _, _ in results} == {200}
+    assert [cache for _, _, cache in results].count("MISS") == 1  # exactly one replica filled
+    assert sim_stats(sim_url, WABA)["calls"] == 2  # the dead holder's call, and the one that replaced it
+
+
+def test_redis_killed_mid_load_every_request_answered_cap_held_then_resumed(replicas: Replicas, sim_url: str,
+                                                                            redis_server: RedisServer) -> None:
+    put_json(f"{sim_url}/__sim/fixtures", many_templates(200))
+    gateways = replicas(3, "--deadline-s", "8", "--queue-bound", f"{WABA}=1000")
+    hot = f"/v1/{WABA}?CustSpaceId=78{0:012d}"
+    asyncio.run(spread([hot] * 3, gateways))  # warm every replica's L1 with one hot key
+
+    async def load() -> list[tuple[int, dict[str, Any], str]]:
+        first = asyncio.ensure_future(spread([hot if i % 2 else f"/v1/{WABA}?CustSpaceId=78{i:012d}"
+                                              for i in range(1, 120)], gateways, timeout=30))
+        await asyncio.sleep(1.0)
+        redis_server.kill()
+        during = await spread([hot if i % 2 else f"/v1/{WABA}?CustSpaceId=78{i:012d}"
+                               for i in range(120, 200)], gateways, timeout=30)
+        return [*(await first), *during]
+
+    results = asyncio.run(load())
+    assert len(results) == 199
+    for status, body, cache in results:
+        assert status in {200, 503, 504}, body
+        if status == 200:
+            assert cache in {"HIT", "MISS", "COALESCED"}
+        else:
+            assert body["Code"] in {"Throttling.Proxy", "Proxy.DeadlineExceeded"}
+    assert sum(1 for status, _, _ in results if status == 200) >= 100  # hits and local-share misses
+    stats = sim_stats(sim_url, WABA)
+    assert stats["throttled"] == 0 and stats["max_in_any_1s"] <= 10
+    modes = [requests.get(f"{g.url}/readyz", timeout=5).json() for g in gateways]
+    assert all(m["status"] == "degraded" for m in modes)
+    redis_server.restart()
+    for _ in range(150):  # until every replica has rejoined the shared budget
+        modes = [requests.get(f"{g.url}/readyz", timeout=5).json() for g in gateways]
+        if all(m["status"] == "ready" and m["redis"]["quiet_for_s"] == 0 for m in modes):
+            break
+        import time
+
+        time.sleep(0.1)
+    assert all(m["redis"]["mode"] == "shared" for m in modes)
+    before = sum(m["redis"]["shared_slots"] for m in modes)
+    after_results = asyncio.run(spread([f"/v1/{WABA}?CustSpaceId=78{i:012d}" for i in range(150, 160)], gateways))
+    assert [status for status, _, _ in after_results] == [200] * 10
+    modes = [requests.get(f"{g.url}/readyz", timeout=5).json() for g in gateways]
+    assert sum(m["redis"]["shared_slots"] for m in modes) >= before + 10
+    assert sim_stats(sim_url, WABA)["max_in_any_1s"] <= 10
+
+
+def test_workers_without_redis_split_the_cap(sim_url: str, tmp_path: Path) -> None:
+    env = {"ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_ACCESS_KEY_ID, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": DEMO_ACCESS_KEY_SECRET,
+           "LOG_FORMAT": "console"}
+    put_json(f"{sim_url}/__sim/fixtures", many_templates(60))
+    port = free_port()
+    supervisor = start_cli(["serve", "--port", str(port), "--upstream", sim_url, "--workers", "2", *BACKLOG],
+                           tmp_path / "workers.log", env=env, ready_text="supervising")
+    try:
+        gateway = Process(supervisor.proc, f"http://127.0.0.1:{port}", supervisor.log)
+        for _ in range(100):
+            if supervisor.log.read_text().count("gateway ready") == 2:
+                break
+            import time
+
+            time.sleep(0.1)
+        results = asyncio.run(spread([f"/v1/{WABA}?CustSpaceId=78{i:012d}" for i in range(60)], [gateway]))
+        assert [status for status, _, _ in results] == [200] * 60
+        stats = sim_stats(sim_url, WABA)
+        assert stats["throttled"] == 0 and stats["max_in_any_1s"] <= 10
+        assert supervisor.log.read_text().count("worker=") >= 2
+    finally:
+        supervisor.stop()
