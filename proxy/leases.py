@@ -9,6 +9,7 @@ one key, hash-tagged on the cache key: cluster-safe.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -28,14 +29,20 @@ def lease_key(cache_key: str) -> str:
 
 
 class Leases:
-    def __init__(self, client: Redis, replica_id: str, ttl_s: float = 2.0) -> None:
+    def __init__(self, client: Redis, replica_id: str, ttl_s: float = 2.0,
+                 healthy: Callable[[], bool] = lambda: True) -> None:
         self._client = client
+        self._healthy = healthy
         self.replica_id = replica_id
         self.ttl_s = ttl_s
         self._release: Any = client.register_script(RELEASE)
         self._renew: Any = client.register_script(RENEW)
 
     async def acquire(self, key: str) -> bool:
+        """Raises `LeaseUnavailable` when Redis fails, or while the breaker says it is down (then the cache
+        cannot be read either, so a lease would only let this replica fill twice)."""
+        if not self._healthy():
+            raise LeaseUnavailable("redis marked down")
         try:
             return bool(await self._client.set(lease_key(key), self.replica_id, nx=True,
                                                px=int(self.ttl_s * 1000)))

@@ -33,7 +33,7 @@ from proxy.leases import Leases, LeaseUnavailable
 from proxy.logs import get_logger
 from proxy.tasks import TaskOwner
 from proxy.upstream.client import UpstreamClient, UpstreamResponse
-from proxy.upstream.errors import Outcome, UpstreamError, UpstreamTimeout, classify
+from proxy.upstream.errors import Outcome, SendWindowMissed, UpstreamError, UpstreamTimeout, classify
 
 log = get_logger("proxy.readthrough")
 
@@ -86,6 +86,7 @@ class Counters:
     upstream_faults: int = 0
     upstream_no_answer: int = 0
     cache_errors: int = 0
+    missed_send_windows: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
@@ -241,7 +242,9 @@ class ReadThrough:
         queued_for = upstream_time = 0.0
         last: UpstreamResponse | None = None
         last_error: UpstreamError | None = None
-        for attempt in range(1, self._attempts + 1):
+        attempt = 0
+        while attempt < self._attempts:
+            attempt += 1
             asked = loop.time()
             try:
                 grant = await queue.acquire(deadline)
@@ -250,16 +253,25 @@ class ReadThrough:
                     raise
                 break  # a retry found no slot in time: answer with what the upstream last said
             queued_for += grant.granted_at - asked
-            self.counters.upstream_calls += 1
             try:
-                response = await self._client.call(spec.name, params, version=spec.version, on_sent=grant.sent)
+                response = await self._client.call(spec.name, params, version=spec.version, on_sent=grant.sent,
+                                                   send_by=grant.send_by)
+            except SendWindowMissed:
+                # Not sent, no quota spent: ask for a new slot without using up an attempt.
+                attempt -= 1
+                self.counters.missed_send_windows += 1
+                if queue.coordinator is not None:
+                    queue.coordinator.missed()
+                continue
             except UpstreamError as exc:
+                self.counters.upstream_calls += 1
                 self.counters.upstream_no_answer += 1
                 last_error = exc
                 log.warning("upstream gave no answer", action=spec.name, attempt=attempt, error=str(exc))
                 continue
             finally:
                 grant.release()
+            self.counters.upstream_calls += 1
             upstream_time += response.elapsed
             queue.observe_upstream_time(response.elapsed)
             last, last_error = response, None

@@ -68,7 +68,7 @@ class ReplicaKit:
         cache: Cache = (TieredCache(l1, l2, bus, breaker, l1_max_ttl_s, on_redis_failure=coordinator.record_failure)
                         if l1_max_ttl_s > 0 else l2)
         return cls(replica_id, client, pubsub_client, breaker, coordinator, bus,
-                   Leases(client, replica_id, lease_ttl_s), heartbeat, cache)
+                   Leases(client, replica_id, lease_ttl_s, healthy=lambda: breaker.healthy), heartbeat, cache)
 
     @property
     def for_readthrough(self) -> Replicas:

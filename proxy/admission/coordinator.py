@@ -18,7 +18,9 @@ The Redis-down policy, and why each rule keeps every 1-second window at or under
 * **Late wake-up**: a replica that wakes more than ``late_guard`` after its reserved slot does not send
   on it (the slot stays empty) and asks again. The slot time is taken as "when the reservation was
   asked + wait", the earliest Redis could have meant, so a reply processed late by a busy event loop
-  counts as lateness instead of silently shifting the send.
+  counts as lateness instead of silently shifting the send. The same window is checked again once the
+  upstream connection is in hand (the last wait before the request is written): a call that missed it
+  is not sent (`SendWindowMissed`) and asks for a new slot.
 
 Quiet periods make misses wait (within their deadlines), never fail outright.
 """
@@ -116,9 +118,10 @@ class Coordinator:
             return
         self._recovered()
 
-    async def slot(self, action: str, cap: int, interval: float, grant_by: float) -> None:
-        """Return when this replica may send one call for ``action``; raise `Overloaded` if it cannot
-        before ``grant_by`` (loop time). The caller bounds the whole wait with its deadline."""
+    async def slot(self, action: str, cap: int, interval: float, grant_by: float) -> float | None:
+        """Return when this replica may send one call for ``action``: the loop time by which the call
+        must have left (a shared slot), or None (the local share, spaced here). Raise `Overloaded` if it
+        cannot before ``grant_by``. The caller bounds the whole wait with its deadline."""
         loop = asyncio.get_running_loop()
         while True:
             now = self._now()
@@ -134,27 +137,32 @@ class Coordinator:
                         continue
                     self._recovered()
                     continue
-                if await self._shared_slot(loop, action, interval, grant_by):
-                    return
+                send_by = await self._shared_slot(loop, action, interval, grant_by)
+                if send_by is not None:
+                    return send_by
                 continue
             await self._local_slot(action, cap)
-            return
+            return None
+
+    def missed(self) -> None:
+        """A granted shared slot was not used: the call could not leave in time."""
+        self.stats.late_slots += 1
 
     async def _shared_slot(self, loop: asyncio.AbstractEventLoop, action: str, interval: float,
-                           grant_by: float) -> bool:
+                           grant_by: float) -> float | None:
         asked_at = loop.time()  # before the round trip: the slot is measured from here, conservatively
         remaining = grant_by - asked_at
         try:
             reservation = await self.budget.reserve(action, interval, min(self.horizon_s, max(0.0, remaining)))
         except BudgetUnavailable as exc:
             self.record_failure(exc)
-            return False
+            return None
         if not reservation.granted:
             if reservation.wait_s > remaining:
                 raise Overloaded(f"The shared upstream budget for {action} has no slot before this request's "
                                  f"deadline (next in about {reservation.wait_s:.1f}s); retry then.", reservation.wait_s)
             await asyncio.sleep(max(0.0, reservation.wait_s - self.horizon_s))
-            return False
+            return None
         # Redis read its clock somewhere inside the round trip, so the slot is at asked_at + wait at the
         # earliest; a reply processed late (busy loop) therefore shows up as lateness, not as a shifted slot.
         slot_at = asked_at + reservation.wait_s
@@ -163,9 +171,9 @@ class Coordinator:
             await asyncio.sleep(delay)
         if loop.time() - slot_at > self.late_guard_s:
             self.stats.late_slots += 1
-            return False
+            return None
         self.stats.shared_slots += 1
-        return True
+        return slot_at + self.late_guard_s
 
     async def _local_slot(self, action: str, cap: int) -> None:
         share = local_share(cap, self.heartbeat.live)

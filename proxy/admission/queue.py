@@ -117,6 +117,7 @@ class UpstreamQueue:
                              wait)
         self._waiting += 1
         holding = False
+        send_by: float | None = None
         try:
             async with asyncio.timeout_at(max(now, grant_by)):
                 await self._limiter.acquire()
@@ -128,7 +129,7 @@ class UpstreamQueue:
                         await asyncio.sleep(gap)
                 if self.coordinator is not None:
                     # Replicas: the slot itself comes from the shared budget (or the local share).
-                    await self.coordinator.slot(self.action, self.rate, self.interval, grant_by)
+                    send_by = await self.coordinator.slot(self.action, self.rate, self.interval, grant_by)
         except TimeoutError as exc:
             if holding:
                 self._send_slot.release()
@@ -147,7 +148,7 @@ class UpstreamQueue:
             self._observed_spacing += EWMA_WEIGHT * ((granted - self._last_grant) - self._observed_spacing)
         self._last_grant = granted
         self.stats.granted += 1
-        return Grant(self, granted)
+        return Grant(self, granted, send_by)
 
     def _sent(self, grant: Grant, at: float) -> None:
         self._last_sent = at if self._last_sent is None else max(self._last_sent, at)
@@ -161,11 +162,13 @@ class UpstreamQueue:
 class Grant:
     """One upstream send slot. Exactly one of `sent` or `release` frees it; later calls do nothing."""
 
-    __slots__ = ("_done", "_queue", "granted_at")
+    __slots__ = ("_done", "_queue", "granted_at", "send_by")
 
-    def __init__(self, queue: UpstreamQueue, granted_at: float) -> None:
+    def __init__(self, queue: UpstreamQueue, granted_at: float, send_by: float | None = None) -> None:
         self._queue = queue
         self.granted_at = granted_at
+        #: Loop time by which the call must have left (shared slots); None: no window.
+        self.send_by = send_by
         self._done = False
 
     def sent(self, at: float) -> None:

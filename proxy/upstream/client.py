@@ -24,7 +24,7 @@ import aiohttp
 from yarl import URL
 
 from proxy.actions import API_VERSION
-from proxy.upstream.errors import UpstreamTimeout, UpstreamUnreachable
+from proxy.upstream.errors import SendWindowMissed, UpstreamTimeout, UpstreamUnreachable
 from proxy.upstream.signing import Credentials, format_date, sign_v3
 
 
@@ -54,11 +54,25 @@ async def _on_headers_sent(
             on_sent(at)
 
 
+async def _check_send_window(
+    _session: aiohttp.ClientSession, context: SimpleNamespace, _params: object
+) -> None:
+    """Once the connection is in hand (the last wait before the headers are written), refuse to send
+    a call that has missed its slot's send window."""
+    request_context = context.trace_request_ctx
+    if isinstance(request_context, dict):
+        send_by = request_context.get("send_by")
+        if isinstance(send_by, float) and asyncio.get_running_loop().time() > send_by:
+            raise SendWindowMissed("the connection came too late for the slot")
+
+
 def create_session(*, connect_timeout: float = 3.0, connections: int = 32) -> aiohttp.ClientSession:
     """The one long-lived session: keep-alive pool, connect timeout, and a trace hook that records when
     each request's headers hit the socket (the grant-to-send delay the budget must cover)."""
     trace = aiohttp.TraceConfig()
     trace.on_request_headers_sent.append(_on_headers_sent)
+    trace.on_connection_reuseconn.append(_check_send_window)
+    trace.on_connection_create_end.append(_check_send_window)
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=connections, keepalive_timeout=60.0, enable_cleanup_closed=True),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
@@ -111,11 +125,15 @@ class UpstreamClient:
         version: str = API_VERSION,
         method: str = "POST",
         on_sent: Callable[[float], None] | None = None,
+        send_by: float | None = None,
     ) -> UpstreamResponse:
         """Send one signed call; return the answer whatever its status, or raise `UpstreamError`.
 
         ``on_sent(loop_time)`` is called as soon as the request headers are written (with a session
-        from `create_session`)."""
+        from `create_session`). With ``send_by`` (loop time), a call that cannot have its connection by then
+        is not sent: `SendWindowMissed`."""
+        if send_by is not None and asyncio.get_running_loop().time() > send_by:
+            raise SendWindowMissed("too late for the slot before sending")
         query = dict(sorted(params.items()))
         headers = sign_v3(
             credentials=self._credentials(),
@@ -131,7 +149,7 @@ class UpstreamClient:
         raw_query = urlencode(query)
         target = URL(f"{url}?{raw_query}", encoded=True) if raw_query else url
         started = time.monotonic()
-        trace_context: dict[str, object] = {"on_sent": on_sent}
+        trace_context: dict[str, object] = {"on_sent": on_sent, "send_by": send_by}
         try:
             async with self._session.request(
                 method, target, headers=headers, data=b"", timeout=self._timeout, allow_redirects=False,

@@ -18,6 +18,7 @@ Exceptions (no HTTP answer at all)::
     UpstreamError
     ├── UpstreamTimeout       no complete answer within the client's timeout
     └── UpstreamUnreachable   connection refused, reset, DNS or TLS failure
+    SendWindowMissed          not sent at all: too late for its slot (not an upstream error)
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamUnreachable(UpstreamError):
     """The connection failed (refused, reset, DNS, TLS)."""
+
+
+class SendWindowMissed(Exception):
+    """The call was not sent: it could no longer leave within its slot's send window (the caller asks
+    for a new slot; no quota was spent)."""
 
 
 class Outcome(Enum):
