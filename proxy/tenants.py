@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
+from multidict import CIMultiDict
 
 from proxy.errors import RequestRejected
 from proxy.nonces import NonceRegistry
@@ -163,7 +164,7 @@ def query_label(pairs: Sequence[tuple[str, str]]) -> str | None:
 
 
 def _label(view: CallerView) -> str:
-    return header_label(dict(view.headers)) or query_label((*view.query, *view.form)) or ANONYMOUS
+    return header_label(CIMultiDict(view.headers)) or query_label((*view.query, *view.form)) or ANONYMOUS
 
 
 class TenantResolver:
@@ -201,6 +202,3 @@ class TenantResolver:
         raise SignatureError("MissingAuthorization", "This gateway requires a tenant credential: "
                              "Authorization: Bearer <token>, or a gateway-issued AccessKey signature.", 401)
 
-
-def weights(directory: TenantDirectory) -> Mapping[str, float]:
-    return {name: tenant.weight for name, tenant in directory.tenants.items()}

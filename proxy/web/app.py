@@ -40,7 +40,7 @@ from proxy.tenants import ANONYMOUS, TenantDirectory, TenantResolver, header_lab
 from proxy.upstream.client import UpstreamClient, create_session
 from proxy.web.calls import deadline_seconds as request_deadline
 from proxy.web.calls import parse_call
-from proxy.web.rendering import JSON_TYPE, error_response, new_request_id, request_id_for
+from proxy.web.rendering import error_response, new_request_id, request_id_for
 
 MAX_LINE_BYTES: Final = 8190
 MAX_BODY_BYTES: Final = 64 * 1024
@@ -293,5 +293,3 @@ def create_app(settings: GatewaySettings, directory: TenantDirectory | None = No
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app
 
-
-__all__ = ["JSON_TYPE", "create_app"]
