@@ -27,7 +27,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from aiolimiter import AsyncLimiter
@@ -49,13 +49,9 @@ class QueueStats:
     refused_deadline: int = 0
     expired: int = 0
     max_send_delay: float = 0.0
-    send_delays: list[float] = field(default_factory=list)
 
     def record_send_delay(self, delay: float) -> None:
         self.max_send_delay = max(self.max_send_delay, delay)
-        self.send_delays.append(delay)
-        if len(self.send_delays) > 4096:
-            del self.send_delays[:2048]
 
 
 class UpstreamQueue:
