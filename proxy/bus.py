@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from proxy.logs import get_logger
+from proxy.redis_clients import RedisClient
 
 CHANNEL: Final = "cams:events"
 log = get_logger("proxy.bus")
@@ -54,7 +55,7 @@ class Notice:
 
 
 class Bus:
-    def __init__(self, client: Redis, replica_id: str) -> None:
+    def __init__(self, client: RedisClient, replica_id: str) -> None:
         self._client = client
         self.replica_id = replica_id
         self._waiters: dict[str, set[asyncio.Future[Notice]]] = {}
@@ -97,8 +98,11 @@ class Bus:
         delay = 0.1
         first = True
         while True:
-            pubsub: Any = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub: Any = None
             try:
+                if isinstance(self._client, RedisCluster):
+                    await self._client.initialize()  # the cluster pub/sub picks its node from the slot map
+                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(CHANNEL)
                 if not first:
                     self.on_reconnect()
@@ -111,11 +115,13 @@ class Bus:
                         notice = Notice.decode(message["data"])
                         if notice is not None:
                             self._dispatch(notice)
-            except (RedisError, OSError) as exc:
+            except Exception as exc:
                 self.connected.clear()
-                log.warning("pub/sub connection lost; reconnecting", error=str(exc), retry_in_s=delay)
+                log.warning("pub/sub connection lost; reconnecting", error=f"{type(exc).__name__}: {exc}",
+                            retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()

@@ -340,6 +340,7 @@ class GatewaySettings:
     host: str = "127.0.0.1"
     port: int = 8080
     redis_url: str | None = None
+    redis_cluster: bool = False
     upstream: str = DEFAULT_UPSTREAM
     access_key_id: str | None = None
     access_key_secret: Secret | None = None
@@ -360,6 +361,8 @@ class GatewaySettings:
     lease_ttl_s: float = 2.0
     redis_timeout_s: float = 0.25
     workers: int = 1
+    admin_token: Secret | None = None
+    callback_token: Secret | None = None
     log_level: str = "info"
     log_format: str = "auto"
 
@@ -424,6 +427,8 @@ GATEWAY_OPTIONS: Final = (
     Option("port", "--port", "PROXY_PORT", parse_port, 8080, "port to listen on; 0 picks a free one", "PORT"),
     Option("redis_url", "--redis-url", "REDIS_URL", redis_url, None,
            "Redis for the shared cache (unset: in-process memory cache)", "URL"),
+    Option("redis_cluster", "--redis-cluster", "REDIS_CLUSTER", boolean, False,
+           "REDIS_URL names a node of a Redis Cluster (redis-py's cluster client)", switch=True),
     Option("upstream", "--upstream", "CAMS_ENDPOINT", http_url, DEFAULT_UPSTREAM, "the CAMS endpoint, a full URL",
            "URL"),
     Option("access_key_id", None, "ALIBABA_CLOUD_ACCESS_KEY_ID", str, None, "the AccessKey id upstream calls use"),
@@ -466,7 +471,21 @@ GATEWAY_OPTIONS: Final = (
            "with Redis: connect and reply timeout of one Redis command", "S"),
     Option("workers", "--workers", "PROXY_WORKERS", positive_int, 1,
            "processes sharing the port (SO_REUSEPORT); without Redis each takes floor(cap / N)", "N"),
+    Option("admin_token", None, "PROXY_ADMIN_TOKEN", _secret, None,
+           "bearer token of the admin API (/admin/...; unset: the admin API is off); never a tenant's token",
+           secret=True),
+    Option("callback_token", None, "PROXY_CALLBACK_TOKEN", _secret, None,
+           "token CAMS audit callbacks carry in ?token= (unset: the callback endpoint is off)", secret=True),
     Option("log_level", "--log-level", "LOG_LEVEL", choice(LOG_LEVELS), "info", "log level", "LEVEL"),
     Option("log_format", "--log-format", "LOG_FORMAT", choice((*LOG_FORMATS, "auto")), "auto",
            "console, json, or auto (json unless stderr is a terminal)", "FORMAT"),
 )
+
+
+def options_table(options: Sequence[Option]) -> str:
+    """The Markdown table of ``options`` that the README carries (a test keeps it in step)."""
+    rows = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
+    for option in options:
+        flag = f"`{option.flag}`" if option.flag else "—"
+        rows.append(f"| {flag} | `{option.env}` | {option.describe_default()} | {option.help} |")
+    return "\n".join(rows) + "\n"

@@ -12,8 +12,9 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, Final
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from proxy.redis_clients import RedisClient
 
 RELEASE: Final = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 RENEW: Final = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end "
@@ -29,7 +30,7 @@ def lease_key(cache_key: str) -> str:
 
 
 class Leases:
-    def __init__(self, client: Redis, replica_id: str, ttl_s: float = 2.0,
+    def __init__(self, client: RedisClient, replica_id: str, ttl_s: float = 2.0,
                  healthy: Callable[[], bool] = lambda: True) -> None:
         self._client = client
         self._healthy = healthy

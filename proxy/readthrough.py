@@ -26,11 +26,13 @@ from proxy.actions import ActionSpec
 from proxy.admission.queue import UpstreamQueue
 from proxy.bus import Bus, Notice
 from proxy.cache.base import Cache, CacheError, Entry
+from proxy.cache.tagindex import TagIndex
 from proxy.coalesce import SingleFlight
 from proxy.errors import DeadlineExceeded, GatewayError, UpstreamFailed
 from proxy.keys import cache_key
 from proxy.leases import Leases, LeaseUnavailable
 from proxy.logs import get_logger
+from proxy.tags import tags_for, waba_link
 from proxy.tasks import TaskOwner
 from proxy.upstream.client import UpstreamClient, UpstreamResponse
 from proxy.upstream.errors import Outcome, SendWindowMissed, UpstreamError, UpstreamTimeout, classify
@@ -103,6 +105,7 @@ class ReadThrough:
         owner: TaskOwner,
         wall_clock: Callable[[], float] = time.time,
         replicas: Replicas | None = None,
+        tags: TagIndex | None = None,
     ) -> None:
         self.cache = cache
         self._client = client
@@ -113,6 +116,7 @@ class ReadThrough:
         self._flights: SingleFlight[Fill] = SingleFlight(owner)
         self._wall = wall_clock
         self._replicas = replicas
+        self._tags = tags
         self._endpoint = str(client.endpoint)
         self.counters = Counters()
 
@@ -168,6 +172,18 @@ class ReadThrough:
             log.warning("cache store failed; answer not cached", backend=self.cache.name, error=str(exc))
             return False
         return True
+
+    async def _tag(self, spec: ActionSpec, params: Mapping[str, str], key: str, body: bytes) -> None:
+        """Index a stored answer under its purge tags; a failure costs purgeability, never the answer."""
+        if self._tags is None:
+            return
+        try:
+            await self._tags.add(key, tags_for(spec.name, params, body))
+            if link := waba_link(spec.name, params, body):
+                await self._tags.link(*link)
+        except CacheError as exc:
+            self.counters.cache_errors += 1
+            log.warning("tag index update failed; the entry cannot be purged by tag", error=str(exc))
 
     async def _flight(self, spec: ActionSpec, params: dict[str, str], key: str, deadline: float) -> Fill:
         """This process's one fill for ``key``; with replicas, first agree across them who fills."""
@@ -290,6 +306,8 @@ class ReadThrough:
             stored = False
             if classified.outcome is Outcome.SUCCESS:
                 stored = await self._store(key, entry, self._ttl(spec.name))
+                if stored:
+                    await self._tag(spec, params, key, entry.body)
             return Fill(entry, classified.outcome, classified.code, attempt, queued_for, upstream_time, stored)
         if last is not None:
             classified = classify(last.status, last.body)

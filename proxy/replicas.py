@@ -15,7 +15,6 @@ import socket
 import uuid
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from proxy.admission.coordinator import Coordinator
@@ -30,6 +29,7 @@ from proxy.cache.tiered import TieredCache
 from proxy.leases import Leases
 from proxy.logs import get_logger
 from proxy.readthrough import Replicas
+from proxy.redis_clients import RedisClient, connect
 from proxy.tasks import TaskOwner
 
 log = get_logger("proxy.replicas")
@@ -43,8 +43,8 @@ def new_replica_id() -> str:
 @dataclass
 class ReplicaKit:
     replica_id: str
-    client: Redis
-    pubsub_client: Redis
+    client: RedisClient
+    pubsub_client: RedisClient
     breaker: CircuitBreaker
     coordinator: Coordinator
     bus: Bus
@@ -54,12 +54,10 @@ class ReplicaKit:
 
     @classmethod
     def build(cls, url: str, access_key_id: str, *, margin_s: float, redis_timeout_s: float, l1: MemoryCache,
-              l1_max_ttl_s: float, lease_ttl_s: float) -> ReplicaKit:
+              l1_max_ttl_s: float, lease_ttl_s: float, cluster: bool = False) -> ReplicaKit:
         replica_id = new_replica_id()
-        client = Redis.from_url(url, socket_timeout=redis_timeout_s, socket_connect_timeout=redis_timeout_s,
-                                decode_responses=False)
-        pubsub_client = Redis.from_url(url, socket_connect_timeout=redis_timeout_s, socket_timeout=None,
-                                       health_check_interval=5, decode_responses=False)
+        client = connect(url, cluster=cluster, timeout=redis_timeout_s, connect_timeout=redis_timeout_s)
+        pubsub_client = connect(url, cluster=cluster, timeout=None, connect_timeout=redis_timeout_s)
         breaker = CircuitBreaker(cooldown=1.0)
         heartbeat = Heartbeat(client, access_key_id, replica_id)
         coordinator = Coordinator(RedisBudget(client, access_key_id), heartbeat, breaker, margin_s)

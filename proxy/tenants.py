@@ -70,6 +70,9 @@ class TenantDirectory:
     token_digests: dict[str, str] = field(default_factory=dict)  # sha256 hex -> tenant
     access_keys: dict[str, tuple[str, Credentials]] = field(default_factory=dict)  # key id -> (tenant, creds)
 
+    def knows_token(self, token: str) -> bool:
+        return _digest(token) in self.token_digests
+
     def credentials(self, access_key_id: str) -> Credentials | None:
         found = self.access_keys.get(access_key_id)
         return found[1] if found else None

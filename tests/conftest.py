@@ -46,6 +46,70 @@ def start_redis(binary: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
+def _free_cluster_port() -> int:
+    """A port free for both a node and its cluster bus (port + 10000)."""
+    import random
+    import socket
+
+    for _ in range(200):
+        port = random.randint(20000, 29999)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def start_redis_cluster(binary: str, tmp: Path, masters: int = 3) -> tuple[list[subprocess.Popen[bytes]], str]:
+    """A real Redis Cluster of ``masters`` primaries on loopback, slots split evenly; (processes, URL of one)."""
+    import redis as redis_sync
+
+    procs: list[subprocess.Popen[bytes]] = []
+    ports: list[int] = []
+    for index in range(masters):
+        port = _free_cluster_port()
+        folder = tmp / f"node-{index}"
+        folder.mkdir(parents=True, exist_ok=True)
+        procs.append(subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+             "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        ports.append(port)
+    clients = [redis_sync.Redis(host="127.0.0.1", port=port) for port in ports]
+    try:
+        for client in clients:
+            for _ in range(200):
+                try:
+                    client.ping()
+                    break
+                except redis_sync.ConnectionError:
+                    time.sleep(0.025)
+        per_node = 16384 // masters
+        for index, client in enumerate(clients):
+            last = 16383 if index == masters - 1 else (index + 1) * per_node - 1
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", index * per_node, last)
+            if index:
+                client.execute_command("CLUSTER", "MEET", "127.0.0.1", ports[0])
+        for _ in range(400):
+            infos = [client.execute_command("CLUSTER", "INFO") for client in clients]
+            if all(b"cluster_state:ok" in info and b"cluster_known_nodes:%d" % masters in info for info in infos):
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+    except BaseException:
+        for proc in procs:
+            proc.kill()
+        raise
+    finally:
+        for client in clients:
+            client.close()
+    return procs, f"redis://127.0.0.1:{ports[0]}"
+
+
 @pytest.fixture(scope="session")
 def redis_url(redis_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A redis-server of the suite's own, shared by the session (tests flush what they use)."""

@@ -13,9 +13,9 @@ import contextlib
 import math
 from typing import Any, Final
 
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
+
+from proxy.redis_clients import RedisClient
 
 HEARTBEAT_SCRIPT: Final = """
 local t = redis.call('TIME')
@@ -37,7 +37,7 @@ def local_share(cap: int, live: int) -> int:
 
 
 class Heartbeat:
-    def __init__(self, client: Redis | RedisCluster, access_key_id: str, replica_id: str, ttl_s: float = 3.0) -> None:
+    def __init__(self, client: RedisClient, access_key_id: str, replica_id: str, ttl_s: float = 3.0) -> None:
         self._client = client
         self._key = replicas_key(access_key_id)
         self._replica_id = replica_id

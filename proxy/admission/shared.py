@@ -23,9 +23,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
+
+from proxy.redis_clients import RedisClient
 
 RESERVE_SCRIPT: Final = """
 local t = redis.call('TIME')
@@ -60,7 +60,7 @@ def budget_key(access_key_id: str, action: str) -> str:
 
 
 class RedisBudget:
-    def __init__(self, client: Redis | RedisCluster, access_key_id: str) -> None:
+    def __init__(self, client: RedisClient, access_key_id: str) -> None:
         self._client = client
         self._access_key_id = access_key_id
         self._script: Any = client.register_script(RESERVE_SCRIPT)

@@ -38,6 +38,7 @@ import redis.asyncio
 from redis.exceptions import RedisError
 
 from proxy.cache.base import CacheError, Entry
+from proxy.redis_clients import RedisClient
 
 MAGIC = b"c1"
 HEADER = struct.Struct(">2sHdH")  # magic, status, fetched_at, content-type length
@@ -87,15 +88,15 @@ def _translated(operation: str) -> Iterator[None]:
 
 
 class RedisCache:
-    """The `Cache` backend shared by every gateway process, over one ``redis.asyncio.Redis`` client.
+    """The `Cache` backend shared by every gateway process, over one Redis or Redis Cluster client.
 
     The client must return bytes (``decode_responses=False``); the cache owns it and closes it in `close`.
     """
 
     name = "redis"
 
-    def __init__(self, client: redis.asyncio.Redis, prefix: str = "cams:c:") -> None:
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+    def __init__(self, client: RedisClient, prefix: str = "cams:c:") -> None:
+        if client.get_encoder().decode_responses:
             raise ValueError("RedisCache needs a client with decode_responses=False")
         self.client = client
         self.prefix = prefix

@@ -29,15 +29,18 @@ from aiohttp import web
 from proxy.actions import ACTIONS, ActionSpec
 from proxy.admission.queue import UpstreamQueue
 from proxy.cache import Cache, CacheError, Entry, MemoryCache
+from proxy.cache.tagindex import MemoryTagIndex, RedisTagIndex, TagIndex
 from proxy.config import GatewaySettings
 from proxy.errors import GatewayError, RequestRejected
 from proxy.logs import get_logger
 from proxy.nonces import NonceRegistry
+from proxy.purge import Purger
 from proxy.readthrough import ReadThrough
 from proxy.replicas import ReplicaKit
 from proxy.tasks import TaskOwner
 from proxy.tenants import ANONYMOUS, TenantDirectory, TenantResolver, header_label, query_label
 from proxy.upstream.client import UpstreamClient, create_session
+from proxy.web.admin import PURGER, AdminRoutes
 from proxy.web.calls import deadline_seconds as request_deadline
 from proxy.web.calls import parse_call
 from proxy.web.rendering import error_response, new_request_id, request_id_for
@@ -66,7 +69,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     if settings.redis_url:
         kit = ReplicaKit.build(settings.redis_url, settings.access_key_id or "", margin_s=margin,
                                redis_timeout_s=settings.redis_timeout_s, l1=memory,
-                               l1_max_ttl_s=settings.l1_max_ttl_s, lease_ttl_s=settings.lease_ttl_s)
+                               l1_max_ttl_s=settings.l1_max_ttl_s, lease_ttl_s=settings.lease_ttl_s,
+                               cluster=settings.redis_cluster)
         cache = kit.cache
         await kit.start(owner)
     app[REPLICA_KIT] = kit
@@ -77,10 +81,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         for name in ACTIONS
     }
     app[QUEUES] = queues
+    retention = max(settings.ttl(name) for name in ACTIONS) + 60
+    tags: TagIndex = (RedisTagIndex(kit.client, retention, healthy=lambda: kit.breaker.healthy) if kit is not None
+                      else MemoryTagIndex(retention))
     app[READTHROUGH] = ReadThrough(cache=cache, client=client, queues=queues, ttl=settings.ttl,
                                    attempts=settings.upstream_attempts,
                                    access_key_id=lambda: settings.access_key_id or "", owner=owner,
-                                   replicas=kit.for_readthrough if kit else None)
+                                   replicas=kit.for_readthrough if kit else None, tags=tags)
+    app[PURGER] = Purger(cache, tags)
     app[TENANTS] = TenantResolver(app[DIRECTORY], NonceRegistry(ttl=2 * 900 + 60))
     app[HANDLER].bind(app[READTHROUGH], app[TENANTS])
     try:
@@ -136,7 +144,7 @@ class CallHandler:
                         log.info("request", request_id=request_id, method=request.method, path=request.path,
                                  status=entry.status, duration_ms=round((time.monotonic() - started) * 1000, 2),
                                  action=call.spec.name, tenant=tenant, cache="HIT")
-                    return _entry_response(entry, "HIT", request_id)
+                    return _entry_response(entry, "HIT", request_id, call.key)
             response = await self._answer(request, fields, request_id)
         except GatewayError as exc:
             fields["code"] = exc.code
@@ -195,7 +203,7 @@ class CallHandler:
         entry = await readthrough.lookup(call.key)
         if entry is not None:
             fields["cache"] = "HIT"
-            return _entry_response(entry, "HIT", request_id)
+            return _entry_response(entry, "HIT", request_id, call.key)
         loop = asyncio.get_running_loop()
         budget = request_deadline(request, app[SETTINGS].deadline_s)
         answer = await readthrough.fetch(call.spec, call.params, loop.time() + budget, key=call.key,
@@ -206,7 +214,7 @@ class CallHandler:
             fields["upstream_ms"] = round(answer.fill.upstream_time * 1000, 2)
             fields["attempts"] = answer.fill.attempts
             fields["outcome"] = answer.fill.outcome.value
-        return _entry_response(answer.entry, answer.cache.value, request_id)
+        return _entry_response(answer.entry, answer.cache.value, request_id, call.key)
 
 
 MEMO_SIZE: Final = 4096
@@ -224,12 +232,13 @@ class MemoCall:
 HANDLER: Final = web.AppKey("call_handler", CallHandler)
 
 
-def _entry_response(entry: Entry, cache: str, request_id: str) -> web.Response:
-    """The upstream's status and bytes, untouched, with the gateway's headers (one dict: the hit path's cost)."""
+def _entry_response(entry: Entry, cache: str, request_id: str, key: str) -> web.Response:
+    """The upstream's status and bytes, untouched, with the gateway's headers (one dict: the hit path's cost).
+    ``X-Cache-Key`` names the entry for the admin purge API."""
     age = int(time.time() - entry.fetched_at)
     return web.Response(body=entry.body, status=entry.status,
                         headers={"Content-Type": entry.content_type, "X-Cache": cache,
-                                 "Age": str(age if age > 0 else 0), "X-Request-Id": request_id})
+                                 "Age": str(age if age > 0 else 0), "X-Request-Id": request_id, "X-Cache-Key": key})
 
 
 def _from_http_exception(exc: web.HTTPException) -> RequestRejected:
@@ -278,6 +287,8 @@ def create_app(settings: GatewaySettings, directory: TenantDirectory | None = No
                           handler_args={"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_LINE_BYTES})
     app[SETTINGS] = settings
     app[DIRECTORY] = directory or TenantDirectory()
+    if settings.admin_token is not None and app[DIRECTORY].knows_token(settings.admin_token.reveal()):
+        raise ValueError("PROXY_ADMIN_TOKEN is also a tenant's token: the admin token must be its own")
     app.cleanup_ctx.append(_resources)
     app[HANDLER] = CallHandler(app, access_log=settings.log_level in {"debug", "info"})
     handler = app[HANDLER].handle
@@ -287,6 +298,7 @@ def create_app(settings: GatewaySettings, directory: TenantDirectory | None = No
     app.router.add_route("*", "/v1/{action}", handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    AdminRoutes(settings.admin_token, settings.callback_token).install(app)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app
 

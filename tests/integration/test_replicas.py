@@ -17,15 +17,18 @@ import pytest
 import requests
 
 from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
-from tests.conftest import start_redis
+from tests.conftest import start_redis, start_redis_cluster
 from tests.support import Process, free_port, many_templates, start_cli
 
 TEMPLATE, WABA = "GetChatappTemplateDetail", "QueryChatappBindWaba"
+ADMIN_TOKEN = "replica-test-admin-token-0123456789"
 BULK_SPACE = "77000000000001"
 
 
 class RedisServer:
     """A redis-server of this test's own, which the test may kill and restart on the same port."""
+
+    args: tuple[str, ...] = ()
 
     def __init__(self, binary: str, folder: Path) -> None:
         self.binary, self.folder = binary, folder
@@ -42,9 +45,29 @@ class RedisServer:
              "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+class RedisClusterServers:
+    """A three-master Redis Cluster of this test's own (redis-server in cluster mode)."""
+
+    args = ("--redis-cluster",)
+
+    def __init__(self, binary: str, folder: Path) -> None:
+        self.procs, self.url = start_redis_cluster(binary, folder)
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
+
+#: For tests that must hold on one redis-server and on a Redis Cluster alike.
+BOTH_REDIS = pytest.mark.parametrize("redis_server", ["single", "cluster"], indirect=True)
+
+
 @pytest.fixture
-def redis_server(redis_binary: str, tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(redis_binary, tmp_path)
+def redis_server(request: pytest.FixtureRequest, redis_binary: str,
+                 tmp_path: Path) -> Iterator[RedisServer | RedisClusterServers]:
+    kind = getattr(request, "param", "single")
+    server = RedisClusterServers(redis_binary, tmp_path) if kind == "cluster" else RedisServer(redis_binary, tmp_path)
     yield server
     server.kill()
 
@@ -53,17 +76,18 @@ Replicas = Callable[..., list[Process]]
 
 
 @pytest.fixture
-def replicas(redis_server: RedisServer, sim_url: str, tmp_path: Path) -> Iterator[Replicas]:
+def replicas(redis_server: RedisServer | RedisClusterServers, sim_url: str, tmp_path: Path) -> Iterator[Replicas]:
     started: list[Process] = []
 
     def start(count: int = 3, *extra: str) -> list[Process]:
         env = {"ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_ACCESS_KEY_ID,
-               "ALIBABA_CLOUD_ACCESS_KEY_SECRET": DEMO_ACCESS_KEY_SECRET, "LOG_FORMAT": "console"}
+               "ALIBABA_CLOUD_ACCESS_KEY_SECRET": DEMO_ACCESS_KEY_SECRET, "LOG_FORMAT": "console",
+               "PROXY_ADMIN_TOKEN": ADMIN_TOKEN}
         for index in range(count):
             # Three replicas, the load generator and the simulator share two cores here: event-loop lag can
             # exceed the 0.25 s default Redis timeout and open the breaker spuriously, so allow 1 s.
             started.append(start_cli(["serve", "--port", "0", "--upstream", sim_url, "--redis-url", redis_server.url,
-                                      "--redis-timeout-s", "1", *extra],
+                                      "--redis-timeout-s", "1", *redis_server.args, *extra],
                                      tmp_path / f"gateway-{len(started)}-{index}.log", env=env,
                                      ready_text="gateway ready"))
         return started[-count:]
@@ -97,6 +121,7 @@ BACKLOG = ("--deadline-s", "60", "--upstream-timeout-s", "8", "--queue-bound", f
            "--queue-bound", f"{WABA}=1000")
 
 
+@BOTH_REDIS
 def test_150_and_150_misses_across_three_replicas_use_the_cap_and_never_pass_it(replicas: Replicas,
                                                                                   sim_url: str) -> None:
     put_json(f"{sim_url}/__sim/fixtures", many_templates(150))
@@ -111,6 +136,7 @@ def test_150_and_150_misses_across_three_replicas_use_the_cap_and_never_pass_it(
         assert (stats["calls"], stats["throttled"], stats["max_in_any_1s"]) == (150, 0, cap), action
 
 
+@BOTH_REDIS
 def test_300_identical_misses_across_three_replicas_make_one_call(replicas: Replicas, sim_url: str) -> None:
     put_json(f"{sim_url}/__sim/faults", {WABA: {"latency_ms": 1500, "jitter_ms": 0}})
     gateways = replicas(3)
@@ -122,6 +148,7 @@ def test_300_identical_misses_across_three_replicas_make_one_call(replicas: Repl
     assert sim_stats(sim_url, WABA)["calls"] == 1
 
 
+@BOTH_REDIS
 def test_a_lease_holder_killed_mid_fill_is_replaced_by_exactly_one_replica(replicas: Replicas,
                                                                            sim_url: str) -> None:
     put_json(f"{sim_url}/__sim/faults", {WABA: {"latency_ms": 4000, "jitter_ms": 0}})
@@ -215,3 +242,93 @@ def test_workers_without_redis_split_the_cap(sim_url: str, tmp_path: Path) -> No
         assert supervisor.log.read_text().count("worker=") >= 2
     finally:
         supervisor.stop()
+
+
+def admin(gateway: Process, method: str, path: str, body: object | None = None) -> dict[str, Any]:
+    response = requests.request(method, f"{gateway.url}{path}", timeout=10,
+                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                                data=None if body is None else orjson.dumps(body))
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def invalidations(gateway: Process) -> int:
+    return int(admin(gateway, "GET", "/admin/status")["cache"]["invalidations"])
+
+
+def wait_for_invalidations(gateways: list[Process], at_least: list[int]) -> None:
+    """Until each replica has counted the invalidations it must have received (bounded; no blind sleep)."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while True:
+        counts = [invalidations(g) for g in gateways]
+        if all(n >= want for n, want in zip(counts, at_least, strict=True)):
+            return
+        assert time.monotonic() < deadline, f"invalidations {counts}, expected at least {at_least}"
+        time.sleep(0.02)
+
+
+def get(gateway: Process, target: str) -> tuple[str, str]:
+    """(X-Cache, RequestId of the upstream answer) for one call."""
+    response = requests.get(gateway.url + target, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.headers["X-Cache"], response.json()["RequestId"]
+
+
+@BOTH_REDIS
+def test_purges_by_key_call_and_every_tag_reach_every_replicas_l1(replicas: Replicas, sim_url: str) -> None:
+    gateways = replicas(3)
+    space = "28251486512358"
+    template = f"/v1/{TEMPLATE}?CustSpaceId={space}&Language=en_US&TemplateCode=744c4b5c79c9432497a075bdfca36bf5"
+    waba = f"/v1/{WABA}?CustSpaceId={space}"
+    waba_id = requests.get(gateways[0].url + waba, timeout=10).json()["Data"]["Id"]
+    key_of = {}
+    for target in (template, waba):
+        key_of[target] = requests.get(gateways[0].url + target, timeout=10).headers["X-Cache-Key"]
+    rounds: list[tuple[dict[str, Any], set[str]]] = [
+        ({"keys": [key_of[template]]}, {template}),
+        ({"calls": [{"Action": WABA, "CustSpaceId": space}]}, {waba}),
+        ({"tags": {"CustSpaceId": [space]}}, {template, waba}),
+        ({"tags": {"TemplateCode": ["744c4b5c79c9432497a075bdfca36bf5"]}}, {template}),
+        ({"tags": {"WabaId": [waba_id]}}, {template, waba}),  # the WABA, and its space's templates
+    ]
+    for number, (selector, purged) in enumerate(rounds):
+        origin = gateways[number % 3]
+        others = [g for g in gateways if g is not origin]
+        seen: dict[str, str] = {}
+        for target in (template, waba):  # every replica holds both entries in its L1
+            for gateway in gateways:
+                for _ in range(2):
+                    cache, request_id = get(gateway, target)
+                    assert cache == "HIT"
+                    assert seen.setdefault(target, request_id) == request_id
+        calls_before = sim_stats(sim_url, TEMPLATE)["calls"] + sim_stats(sim_url, WABA)["calls"]
+        counted = [invalidations(g) for g in others]
+        answer = admin(origin, "POST", "/admin/purge", selector)
+        assert answer["Purged"] == len(purged) and set(answer["Keys"]) == {key_of[t] for t in purged}, selector
+        wait_for_invalidations(others, [n + len(purged) for n in counted])
+        for target in (template, waba):
+            refill = others[0]
+            cache, request_id = get(refill, target)
+            if target in purged:  # refilled once, upstream; the two other replicas read the refill
+                assert cache == "MISS" and request_id != seen[target], selector
+                for gateway in (origin, others[1]):
+                    assert get(gateway, target) == ("HIT", request_id), selector
+            else:
+                assert (cache, request_id) == ("HIT", seen[target]), selector
+        calls_after = sim_stats(sim_url, TEMPLATE)["calls"] + sim_stats(sim_url, WABA)["calls"]
+        assert calls_after - calls_before == len(purged), selector
+
+
+def test_admin_api_needs_its_own_token(replicas: Replicas) -> None:
+    (gateway,) = replicas(1)
+    for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"}, {"Authorization": ADMIN_TOKEN}):
+        response = requests.post(f"{gateway.url}/admin/purge", headers=headers, data=b'{"keys": ["k1:x"]}',
+                                 timeout=5)
+        assert response.status_code == 401 and response.json()["Code"] == "Proxy.Unauthorized"
+        assert ADMIN_TOKEN not in response.text
+    bad = requests.post(f"{gateway.url}/admin/purge", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                        data=b'{"tags": {"Nope": ["1"]}}', timeout=5)
+    assert bad.status_code == 400 and bad.json()["Code"] == "InvalidParameter.Body"
+    assert ADMIN_TOKEN not in gateway.log.read_text()

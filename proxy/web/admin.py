@@ -1,0 +1,200 @@
+"""The admin API: purge by key, call or tag on every replica, a status document, and the CAMS audit
+callback. Authenticated apart from the tenants: ``Authorization: Bearer $PROXY_ADMIN_TOKEN`` (a tenant
+token is refused at start-up if it equals it); the callback carries ``?token=$PROXY_CALLBACK_TOKEN``,
+because CAMS is configured with a URL, not headers. Unset tokens switch the endpoints off (403).
+
+* ``POST /admin/purge`` with ``{"keys": [...], "calls": [{"Action": ..., params}], "tags": {"CustSpaceId":
+  [...], "TemplateCode": [...], "WabaId": [...]}}`` (any of the three) answers ``{"Purged": n, "Keys": [...]}``.
+* ``GET /admin/status``: counters, cache tiers, queues, the Redis mode.
+* ``POST /callbacks/cams/audit?token=...`` with a ChatAppAudit JSON array (V1 or V2 items) answers
+  ``{"Purged": n}``.
+
+Errors are in the upstream's shape; nothing here costs upstream quota.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from proxy.actions import ACTIONS
+from proxy.cache.base import CacheError
+from proxy.cache.tiered import TieredCache
+from proxy.errors import GatewayError, RequestRejected
+from proxy.logs import get_logger
+from proxy.purge import AuditEvent, Purger
+from proxy.secret import Secret
+from proxy.tags import TAG_KINDS
+from proxy.validation import resolve_action, validate
+from proxy.web.rendering import error_response, request_id_for
+
+PURGER: Final = web.AppKey("purger", Purger)
+MAX_ITEMS: Final = 1000
+log = get_logger("proxy.admin")
+
+
+class AdminDisabled(GatewayError):
+    code = "Proxy.AdminDisabled"
+    status = 403
+
+
+class Unauthorized(GatewayError):
+    code = "Proxy.Unauthorized"
+    status = 401
+
+
+class PurgeUnavailable(GatewayError):
+    code = "Proxy.PurgeUnavailable"
+    status = 503
+
+
+def _json(body: Mapping[str, Any], status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _check_bearer(request: web.Request, token: Secret | None, setting: str) -> None:
+    if token is None:
+        raise AdminDisabled(f"The admin API is off: set {setting} to enable it.")
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not presented or not token.matches(presented.strip()):
+        raise Unauthorized("A valid admin bearer token is required (Authorization: Bearer ...).")
+
+
+async def _read_json(request: web.Request) -> Any:
+    try:
+        return orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise RequestRejected(f"The body is not valid JSON: {exc}", code="InvalidParameter.Body") from exc
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise RequestRejected(f"{where} must be a list of non-empty strings.", code="InvalidParameter.Body")
+    if len(value) > MAX_ITEMS:
+        raise RequestRejected(f"{where} has more than {MAX_ITEMS} items.", code="InvalidParameter.Body")
+    return list(value)
+
+
+def purge_request(document: Any, key_for: Any) -> tuple[list[str], dict[str, list[str]]]:
+    """(keys, tags) named by a purge body; raises `RequestRejected` with what is wrong."""
+    if not isinstance(document, dict) or not document or set(document) - {"keys", "calls", "tags"}:
+        raise RequestRejected('The body must be an object with "keys", "calls" and/or "tags".',
+                              code="InvalidParameter.Body")
+    keys = _strings(document.get("keys", []), '"keys"')
+    calls = document.get("calls", [])
+    if not isinstance(calls, list) or len(calls) > MAX_ITEMS:
+        raise RequestRejected(f'"calls" must be a list of at most {MAX_ITEMS} objects.', code="InvalidParameter.Body")
+    for call in calls:
+        if not isinstance(call, dict) or not all(isinstance(v, str) for v in call.values()):
+            raise RequestRejected('Each of "calls" must be an object of string parameters with an "Action".',
+                                  code="InvalidParameter.Body")
+        spec = resolve_action(call.get("Action"), call.get("Version"))
+        keys.append(key_for(spec, validate(spec, list(call.items()))))
+    tags = document.get("tags", {})
+    if not isinstance(tags, dict) or set(tags) - set(TAG_KINDS):
+        raise RequestRejected(f'"tags" must be an object with any of {", ".join(TAG_KINDS)}.',
+                              code="InvalidParameter.Body")
+    return keys, {kind: _strings(values, f'"tags.{kind}"') for kind, values in tags.items()}
+
+
+def audit_events(document: Any) -> list[AuditEvent]:
+    """The events of a ChatAppAudit push (a JSON array); raises `RequestRejected` if it is not one."""
+    if not isinstance(document, list) or len(document) > MAX_ITEMS:
+        raise RequestRejected(f"An audit callback is a JSON array of at most {MAX_ITEMS} items.",
+                              code="InvalidParameter.Body")
+    events = []
+    for item in document:
+        if not isinstance(item, dict) or not isinstance(item.get("WabaId"), str) or not item["WabaId"]:
+            raise RequestRejected("Each audit item needs a WabaId.", code="InvalidParameter.Body")
+        events.append(AuditEvent(item["WabaId"], str(item.get("TemplateCode") or ""),
+                                 str(item.get("Type") or "template")))
+    return events
+
+
+class AdminRoutes:
+    def __init__(self, admin_token: Secret | None, callback_token: Secret | None) -> None:
+        self._admin = admin_token
+        self._callback = callback_token
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_post("/admin/purge", self._guard(self.purge, admin=True))
+        app.router.add_get("/admin/status", self._guard(self.status, admin=True))
+        app.router.add_post("/callbacks/cams/audit", self._guard(self.audit, admin=False))
+
+    def _guard(self, handler: Any, *, admin: bool) -> Any:
+        async def guarded(request: web.Request) -> web.Response:
+            request_id = request_id_for(request.headers.get("X-Request-Id"))
+            try:
+                if admin:
+                    _check_bearer(request, self._admin, "PROXY_ADMIN_TOKEN")
+                else:
+                    self._check_callback(request)
+                response: web.Response = await handler(request)
+            except GatewayError as exc:
+                log.info("admin request refused", path=request.path, code=exc.code, request_id=request_id)
+                return error_response(request_id, exc)
+            response.headers["X-Request-Id"] = request_id
+            return response
+
+        return guarded
+
+    def _check_callback(self, request: web.Request) -> None:
+        if self._callback is None:
+            raise AdminDisabled("The audit callback is off: set PROXY_CALLBACK_TOKEN to enable it.")
+        if not self._callback.matches(request.query.get("token", "")):
+            raise Unauthorized("A valid callback token is required (?token=...).")
+
+    async def purge(self, request: web.Request) -> web.Response:
+        from proxy.web.app import READTHROUGH
+
+        keys, tags = purge_request(await _read_json(request), request.app[READTHROUGH].key_for)
+        try:
+            purged = await request.app[PURGER].purge(keys, tags)
+        except CacheError as exc:
+            raise PurgeUnavailable(f"The purge could not reach the cache: {exc}. Retry when Redis is back.") from exc
+        log.info("purged", keys=len(purged), tags={kind: len(values) for kind, values in tags.items()})
+        return _json({"Purged": len(purged), "Keys": purged})
+
+    async def audit(self, request: web.Request) -> web.Response:
+        events = audit_events(await _read_json(request))
+        try:
+            purged = await request.app[PURGER].audit(events)
+        except CacheError as exc:
+            raise PurgeUnavailable(f"The purge could not reach the cache: {exc}.") from exc
+        log.info("audit callback", events=len(events), purged=len(purged))
+        return _json({"Purged": len(purged)})
+
+    async def status(self, request: web.Request) -> web.Response:
+        return _json(status_document(request.app))
+
+
+def status_document(app: web.Application) -> dict[str, Any]:
+    """What an operator's status view reads: flow counters, cache tiers, queues and the Redis mode."""
+    from proxy.web.app import QUEUES, READTHROUGH, REPLICA_KIT
+
+    readthrough = app[READTHROUGH]
+    cache = readthrough.cache
+    tiers: dict[str, Any] = {"backend": cache.name}
+    if isinstance(cache, TieredCache):
+        tiers.update(l1_entries=len(cache.l1), l1_hits=cache.l1_hits, l2_hits=cache.l2_hits,
+                     invalidations=cache.invalidations)
+    elif hasattr(cache, "__len__"):
+        tiers["entries"] = len(cache)  # type: ignore[arg-type]
+    kit = app[REPLICA_KIT]
+    document: dict[str, Any] = {
+        "counters": dataclasses.asdict(readthrough.counters),
+        "cache": tiers,
+        "queues": {name: {"waiting": queue.waiting, "granted": queue.stats.granted,
+                          "cap": queue.rate} for name, queue in app[QUEUES].items()},
+        "actions": sorted(ACTIONS),
+    }
+    if kit is not None:
+        document["replica"] = kit.replica_id
+        document["redis"] = {**kit.coordinator.status(), "pubsub_connected": kit.bus.connected.is_set(),
+                             "notices_received": kit.bus.received}
+    return document
+

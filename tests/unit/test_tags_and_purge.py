@@ -1,0 +1,94 @@
+"""Purge tags, the tag index (memory backend, fake clock) and purge/audit request parsing: no I/O."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from proxy.actions import ACTIONS
+from proxy.cache.base import Entry
+from proxy.cache.memory import MemoryCache
+from proxy.cache.tagindex import MemoryTagIndex
+from proxy.errors import RequestRejected
+from proxy.purge import AuditEvent, Purger
+from proxy.tags import tags_for, waba_link
+from proxy.web.admin import audit_events, purge_request
+
+TEMPLATE, WABA = "GetChatappTemplateDetail", "QueryChatappBindWaba"
+WABA_BODY = orjson.dumps({"RequestId": "r", "Code": "OK", "Data": {"Id": "90999", "Name": "w"}})
+
+
+def test_tags_of_each_action() -> None:
+    assert tags_for(TEMPLATE, {"CustSpaceId": "1", "TemplateCode": "t", "Language": "en"}, b"{}") == [
+        "space:1", "template:t"]
+    assert tags_for(TEMPLATE, {"CustWabaId": "9", "TemplateName": "n", "Language": "en"}, b"{}") == ["waba:9"]
+    assert tags_for(WABA, {"CustSpaceId": "1"}, WABA_BODY) == ["space:1", "waba:90999"]
+    assert tags_for(WABA, {}, b"not json") == []
+    assert waba_link(WABA, {"CustSpaceId": "1"}, WABA_BODY) == ("90999", "1")
+    assert waba_link(WABA, {}, WABA_BODY) is None
+    assert waba_link(TEMPLATE, {"CustSpaceId": "1"}, WABA_BODY) is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_memory_index_expires_sets_after_retention_and_stays_bounded() -> None:
+    clock = Clock()
+    index = MemoryTagIndex(retention=10, max_keys=3, clock=clock)
+    await index.add("k1", ["space:1", "template:t"])
+    await index.add("k2", ["space:1"])
+    assert await index.keys(["space:1"]) == {"k1", "k2"}
+    clock.now = 9.9
+    await index.add("k3", ["space:2"])  # 4 pairs > 3: the least recently added-to set (template:t) goes
+    assert await index.keys(["template:t"]) == set()
+    assert await index.keys(["space:1"]) == {"k1", "k2"} and await index.keys(["space:2"]) == {"k3"}
+    clock.now = 30
+    assert await index.keys(["space:2"]) == set()
+
+
+async def test_purger_deletes_by_key_tag_and_waba_and_audits_by_template_within_the_wabas_spaces() -> None:
+    cache = MemoryCache()
+    index = MemoryTagIndex(retention=100)
+    entries = {"a": ("1", "t"), "b": ("2", "t"), "c": ("1", "u")}
+    for key, (space, code) in entries.items():
+        await cache.set(key, Entry(200, b"{}", 0.0), 60)
+        await index.add(key, tags_for(TEMPLATE, {"CustSpaceId": space, "TemplateCode": code}, b"{}"))
+    await cache.set("w", Entry(200, WABA_BODY, 0.0), 60)
+    await index.add("w", tags_for(WABA, {"CustSpaceId": "1"}, WABA_BODY))
+    await index.link("90999", "1")
+    purger = Purger(cache, index)
+    assert await purger.audit([AuditEvent("90999", "t")]) == ["a"]  # code t in space 1 only
+    assert await purger.audit([AuditEvent("unknown-waba", "t")]) == ["a", "b"]  # no link: t everywhere
+    assert await purger.audit([AuditEvent("90999", kind="phoneNameUpdate")]) == []
+    assert await purger.purge(tags={"WabaId": ["90999"]}) == ["a", "c", "w"]
+    assert await cache.get("c") is None and await cache.get("w") is None
+    assert await purger.purge(keys=["zzz"]) == ["zzz"]
+
+
+def key_for(spec: object, params: dict[str, str]) -> str:
+    return f"k:{getattr(spec, 'name')}:{sorted(params.items())}"
+
+
+def test_purge_request_parsing() -> None:
+    keys, tags = purge_request({"keys": ["k1:x"], "calls": [{"Action": WABA, "CustSpaceId": "1"}],
+                                "tags": {"TemplateCode": ["t"]}}, key_for)
+    assert keys == ["k1:x", key_for(ACTIONS[WABA], {"CustSpaceId": "1"})] and tags == {"TemplateCode": ["t"]}
+    for bad in ({}, [], {"nope": 1}, {"keys": "k"}, {"keys": [""]}, {"tags": {"Space": ["1"]}},
+                {"calls": [{"Action": "Nope"}]}, {"calls": [{"Action": WABA, "Bad": "1"}]}, {"calls": ["x"]},
+                {"keys": ["k"] * 1001}):
+        with pytest.raises(RequestRejected):
+            purge_request(bad, key_for)
+
+
+def test_audit_callback_parsing() -> None:
+    events = audit_events([{"WabaId": "9", "TemplateCode": "t", "Language": "en", "AuditStatus": "pass"},
+                           {"WabaId": "9", "Type": "wabaReviewUpdate", "Status": "APPROVED"}])
+    assert events == [AuditEvent("9", "t", "template"), AuditEvent("9", "", "wabaReviewUpdate")]
+    for bad in ({}, [{"TemplateCode": "t"}], [1], [{"WabaId": ""}]):
+        with pytest.raises(RequestRejected):
+            audit_events(bad)
