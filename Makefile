@@ -4,11 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help venv run simulate test test-unit lint format bench redis clean
+.PHONY: help venv run cluster simulate test test-unit lint format bench redis nginx clean
 
 help:
 	@echo "make run    - set up .venv and start the main job on embedded defaults"
 	@echo "make test   - set up .venv and redis-server, run the whole suite"
+	@echo "make cluster - docker-compose.yml's topology as local processes: Redis, simulator, 3 gateways, nginx"
 	@echo "make lint   - ruff + mypy on proxy/"
 	@echo "make bench  - run the benchmarks and write docs/benchmarks.md"
 
@@ -23,13 +24,19 @@ venv: $(STAMP)
 run: venv
 	@scripts/run.sh
 
+cluster: venv redis nginx
+	@scripts/cluster.sh
+
 simulate: venv
 	$(PY) -m proxy simulate
 
 redis:
 	@scripts/ensure-redis.sh
 
-test: venv redis
+nginx:
+	@scripts/ensure-nginx.sh
+
+test: venv redis nginx
 	$(PY) -m pytest -q
 
 test-unit: venv
@@ -46,4 +53,4 @@ bench: venv redis
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info .cluster
