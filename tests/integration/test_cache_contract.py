@@ -334,3 +334,38 @@ async def test_redis_that_never_answers_raises_cache_error_after_the_socket_time
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+# --- batched reads --------------------------------------------------------------------------------------------
+
+
+async def test_concurrent_gets_share_one_mget_and_each_gets_its_own_entry(redis_cache: RedisCache,
+                                                                          redis_url: str) -> None:
+    import redis.asyncio
+
+    for i in range(50):
+        await redis_cache.set(f"k{i}", Entry(200, f"body {i}".encode(), 1.0), 60)
+    stats = redis.asyncio.Redis.from_url(redis_url)
+
+    async def mget_calls() -> int:
+        info = await stats.info("commandstats")
+        return int(info.get("cmdstat_mget", {}).get("calls", 0))
+
+    before = await mget_calls()
+    found = await asyncio.gather(*(redis_cache.get(f"k{i % 60}") for i in range(120)))
+    assert await mget_calls() - before == 1  # 120 lookups of 60 keys, one round trip
+    for i, entry in enumerate(found):
+        if i % 60 < 50:
+            assert entry is not None and entry.body == f"body {i % 60}".encode()
+        else:
+            assert entry is None
+    await stats.aclose()
+
+
+async def test_a_batch_to_an_unreachable_redis_fails_every_caller_with_cache_error() -> None:
+    from tests.support import free_port
+
+    cache = RedisCache.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.2)
+    results = await asyncio.gather(*(cache.get(f"k{i}") for i in range(5)), return_exceptions=True)
+    assert all(isinstance(result, CacheError) for result in results)
+    await cache.close()

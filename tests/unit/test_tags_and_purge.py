@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from proxy.actions import ACTIONS
+from proxy.actions import ACTIONS, ActionSpec
 from proxy.cache.base import Entry
 from proxy.cache.memory import MemoryCache
 from proxy.cache.tagindex import MemoryTagIndex
@@ -70,8 +70,8 @@ async def test_purger_deletes_by_key_tag_and_waba_and_audits_by_template_within_
     assert await purger.purge(keys=["zzz"]) == ["zzz"]
 
 
-def key_for(spec: object, params: dict[str, str]) -> str:
-    return f"k:{getattr(spec, 'name')}:{sorted(params.items())}"
+def key_for(spec: ActionSpec, params: dict[str, str]) -> str:
+    return f"k:{spec.name}:{sorted(params.items())}"
 
 
 def test_purge_request_parsing() -> None:
