@@ -332,3 +332,41 @@ def test_admin_api_needs_its_own_token(replicas: Replicas) -> None:
                         data=b'{"tags": {"Nope": ["1"]}}', timeout=5)
     assert bad.status_code == 400 and bad.json()["Code"] == "InvalidParameter.Body"
     assert ADMIN_TOKEN not in gateway.log.read_text()
+
+
+def test_a_redis_that_refuses_scripts_runs_the_redis_down_policy_and_says_so(
+        redis_binary: str, sim_url: str, tmp_path: Path) -> None:
+    from tests.support import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [redis_binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path), "--rename-command", "EVAL", "", "--rename-command", "EVALSHA", "",
+         "--rename-command", "SCRIPT", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis as redis_sync
+
+    for _ in range(200):  # up and answering, so what the gateway meets is the refusal, not a dead server
+        try:
+            assert redis_sync.Redis(port=port).ping()
+            break
+        except redis_sync.ConnectionError:
+            import time
+
+            time.sleep(0.025)
+    env = {"ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_ACCESS_KEY_ID, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": DEMO_ACCESS_KEY_SECRET,
+           "LOG_FORMAT": "console"}
+    gateway = start_cli(["serve", "--port", "0", "--upstream", sim_url, "--redis-url", f"redis://127.0.0.1:{port}/0"],
+                        tmp_path / "gateway.log", env=env, ready_text="gateway ready")
+    try:
+        ready = requests.get(f"{gateway.url}/readyz", timeout=5).json()
+        assert ready["status"] == "degraded" and ready["redis"]["mode"] == "local", ready
+        log = gateway.log.read_text()
+        assert "scripts disabled" in log and "unknown command" in log.lower(), log
+        results = asyncio.run(spread([f"/v1/{WABA}?CustSpaceId=28251486512358"] * 5, [gateway]))
+        assert {status for status, _, _ in results} == {200}  # misses go through the local share
+        stats = sim_stats(sim_url, WABA)
+        assert stats["calls"] == 1 and stats["throttled"] == 0
+    finally:
+        gateway.stop()
+        server.kill()
+        server.wait()
