@@ -117,6 +117,27 @@ def _redis_ok(port: int) -> bool:
         return False
 
 
+def redis_commands(port: int) -> int:
+    """``total_commands_processed`` from a Redis server's ``INFO stats``. This INFO counts in the next
+    reading, not in its own: the difference of two readings includes the first INFO."""
+    with socket.create_connection((HOST, port), timeout=5.0) as sock:
+        sock.sendall(b"INFO stats\r\n")
+        data = b""
+        while b"\r\n" not in data:
+            data += sock.recv(65536) or b"\r\n"
+        header, _, body = data.partition(b"\r\n")
+        size = int(header[1:]) if header.startswith(b"$") else 0
+        while len(body) < size:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith("total_commands_processed:"):
+            return int(line.split(":", 1)[1])
+    raise RuntimeError(f"no total_commands_processed in INFO stats of redis on port {port}: {data[:200]!r}")
+
+
 def wait_ready(proc: Proc, probe: Callable[[], bool], timeout: float = 30.0) -> Proc:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -193,10 +214,41 @@ class Procs:
         return self._start(name, argv, url, port, lambda: _http_ok(f"{url}/healthz"))
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` after the command name (field 3, the state, is index 0)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (Linux ``/proc``; 0.0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+    fields = _stat_fields(pid)
+    if fields is None:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process under ``pid`` (children, their children, ...), from the parent pid in each
+    ``/proc/N/stat``: ``/proc/PID/task/TID/children`` needs CONFIG_PROC_CHILDREN, which not every kernel has."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None:
+                parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """`cpu_seconds` of ``pid`` and every process under it: a ``--workers N`` supervisor and its workers.
+    A worker that exits between two readings takes its time with it; none does during a benchmark."""
+    return cpu_seconds(pid) + sum(cpu_seconds(child) for child in descendants(pid))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 _UNITS: Final = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
@@ -35,6 +36,13 @@ class WrkResult:
     seconds: float
     non_2xx: int
     socket_errors: int
+    #: wrk's own user + system CPU time (``getrusage`` of reaped children around the run).
+    cpu_s: float = 0.0
+
+    @property
+    def cpu_share(self) -> float:
+        """wrk's CPU as a share of one core over the run."""
+        return self.cpu_s / self.seconds if self.seconds else 0.0
 
     @property
     def clean(self) -> bool:
@@ -99,10 +107,19 @@ def wrk_argv(url: str, *, threads: int, connections: int, seconds: int) -> list[
     return ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_wrk(url: str, *, threads: int = 1, connections: int = 64, seconds: int = 8) -> WrkResult:
+    """One wrk run. Its CPU time is the growth of this process's reaped children's time, so nothing else
+    may be reaped meanwhile (the benchmark runs one wrk at a time and stops no process during it)."""
     argv = wrk_argv(url, threads=threads, connections=connections, seconds=seconds)
     command = " ".join([*argv[:-1], f"'{url}'"])
+    before = _children_cpu_s()
     completed = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    cpu_s = _children_cpu_s() - before
     if completed.returncode != 0:
         raise WrkError(f"{command} failed ({completed.returncode}):\n{completed.stdout}{completed.stderr}")
-    return parse(completed.stdout, url, command)
+    return replace(parse(completed.stdout, url, command), cpu_s=cpu_s)
