@@ -1,10 +1,13 @@
 """The miss path: many distinct misses at once, and how close the gateway runs to the upstream caps.
 
-All misses are sent together through one aiohttp client. Each has its own cache key, so each costs
-exactly one upstream call: real templates and WABAs from the simulator's default fixtures first, then
-keys that do not exist (a ``TemplateName`` no template has, a ``CustSpaceId`` no space has). The
-upstream answers those with a business error, which is passed on and never retried, so it still
-costs one call: what is measured is the rate of upstream calls, not the answers.
+All misses are sent together through one aiohttp client, to one gateway or spread round-robin over
+several replicas (the i-th miss of each action goes to gateway ``i mod n``). Each has its own cache
+key, so each costs exactly one upstream call: real templates and WABAs from the simulator's default
+fixtures first (only about a dozen templates and a handful of spaces), then keys that do not exist
+(a ``TemplateName`` no template has, a ``CustSpaceId`` no space has). The upstream answers those with
+a business error, which is passed on and never retried, so it still costs one call: what is measured
+is the rate of upstream calls, not the answers. No fixture has to be added however many misses are
+asked for.
 
 Utilisation for an action is ``(calls - 1) / (time from first to last upstream call) / cap``. The
 simulator's stats do not expose arrival times, so the span is taken on the client side: from the
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +41,7 @@ class Sample:
     status: int
     cache: str
     code: str
+    gateway: int = 0
 
 
 @dataclass
@@ -52,6 +57,8 @@ class ActionResult:
     misses: int
     answers: dict[str, int] = field(default_factory=dict)
     gateway_errors: int = 0
+    #: Misses sent to each gateway, in the order the gateways were given.
+    per_gateway: list[int] = field(default_factory=list)
 
     @property
     def calls_per_s(self) -> float:
@@ -96,8 +103,10 @@ def waba_queries(count: int) -> list[dict[str, str]]:
     return queries[:count]
 
 
-async def _one(session: aiohttp.ClientSession, gateway: str, action: str, query: dict[str, str],
-               start: asyncio.Event) -> Sample:
+async def _one(session: aiohttp.ClientSession, gateways: Sequence[str], index: int, action: str,
+               query: dict[str, str], start: asyncio.Event) -> Sample:
+    number = index % len(gateways)
+    gateway = gateways[number]
     await start.wait()
     sent = time.monotonic()
     async with session.get(f"{gateway}/v1/{action}", params=query) as response:
@@ -108,18 +117,21 @@ async def _one(session: aiohttp.ClientSession, gateway: str, action: str, query:
         code = str(parsed.get("Code", "")) if isinstance(parsed, dict) else ""
     except orjson.JSONDecodeError:
         code = f"HTTP{response.status}"
-    return Sample(action, sent, answered, response.status, response.headers.get("X-Cache", "-"), code)
+    return Sample(action, sent, answered, response.status, response.headers.get("X-Cache", "-"), code, number)
 
 
-async def _run(gateway: str, simulator: str, templates: int, wabas: int) -> tuple[list[Sample], dict[str, Any], float]:
+async def _run(gateways: Sequence[str], simulator: str, templates: int,
+               wabas: int) -> tuple[list[Sample], dict[str, Any], float]:
     timeout = aiohttp.ClientTimeout(total=120)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         async with session.post(f"{simulator}/__sim/reset") as response:
             response.raise_for_status()
         start = asyncio.Event()
-        tasks = [asyncio.create_task(_one(session, gateway, TEMPLATE, q, start)) for q in template_queries(templates)]
-        tasks += [asyncio.create_task(_one(session, gateway, WABA, q, start)) for q in waba_queries(wabas)]
+        tasks = [asyncio.create_task(_one(session, gateways, i, TEMPLATE, q, start))
+                 for i, q in enumerate(template_queries(templates))]
+        tasks += [asyncio.create_task(_one(session, gateways, i, WABA, q, start))
+                  for i, q in enumerate(waba_queries(wabas))]
         await asyncio.sleep(0.05)  # every task is parked on the event: they all go at once
         began = time.monotonic()
         start.set()
@@ -131,7 +143,8 @@ async def _run(gateway: str, simulator: str, templates: int, wabas: int) -> tupl
     return samples, stats, wall
 
 
-def summarise(action: str, samples: list[Sample], stats: dict[str, Any], began: float) -> ActionResult:
+def summarise(action: str, samples: list[Sample], stats: dict[str, Any], began: float,
+              gateways: int = 1) -> ActionResult:
     mine = [s for s in samples if s.action == action]
     upstream = [s for s in mine if s.cache == "MISS"]
     answered = sorted(s.answered for s in upstream)
@@ -152,10 +165,14 @@ def summarise(action: str, samples: list[Sample], stats: dict[str, Any], began: 
         misses=len(upstream),
         answers=dict(sorted(counts.items(), key=lambda kv: -kv[1])),
         gateway_errors=sum(1 for s in mine if s.cache not in {"MISS", "HIT", "COALESCED"}),
+        per_gateway=[sum(1 for s in mine if s.gateway == number) for number in range(gateways)],
     )
 
 
-def run_misses(gateway: str, simulator: str, *, templates: int = 100, wabas: int = 150) -> list[ActionResult]:
-    samples, stats, _wall = asyncio.run(_run(gateway, simulator, templates, wabas))
+def run_misses(gateways: str | Sequence[str], simulator: str, *, templates: int = 100,
+               wabas: int = 150) -> list[ActionResult]:
+    """``gateways``: one base URL, or several replicas' (each action's misses spread round-robin)."""
+    urls = [gateways] if isinstance(gateways, str) else list(gateways)
+    samples, stats, _wall = asyncio.run(_run(urls, simulator, templates, wabas))
     began = min(s.sent for s in samples)
-    return [summarise(TEMPLATE, samples, stats, began), summarise(WABA, samples, stats, began)]
+    return [summarise(action, samples, stats, began, len(urls)) for action in (TEMPLATE, WABA)]
