@@ -29,6 +29,8 @@ PARTS: Final = (
     (3, "full path for new calls (`CallHandler._answer`)", "proxy/web/app.py", "_answer"),
     (4, "parse + validate (`parse_call`)", "proxy/web/calls.py", "parse_call"),
     (2, "aiohttp: writing the answer (`finish_response`)", "aiohttp/web_protocol.py", "finish_response"),
+    (1, "redis-py: running commands (`execute_command`, in the handler or in a task of its own)",
+     "redis/asyncio/client.py", "execute_command"),
 )
 
 
