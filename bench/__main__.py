@@ -122,6 +122,24 @@ def _redis_version() -> str:
     return match.group(1) if match else out.strip() or "unknown"
 
 
+def _source() -> str:
+    """The commit measured, and whether the code on disk differed from it (the gateway runs what is on disk)."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, check=False, cwd=ROOT).stdout
+        except OSError:
+            return ""
+
+    head = git("rev-parse", "--short", "HEAD").strip()
+    if not head:
+        return "not a git checkout"
+    changed = [line for line in git("status", "--porcelain", "--", "proxy", "bench").splitlines() if line.strip()]
+    if not changed:
+        return f"git {head}, `proxy/` and `bench/` as committed"
+    return (f"git {head} **plus uncommitted changes** in {len(changed)} paths under `proxy/` and `bench/` "
+            "(measured as on disk)")
+
+
 def machine() -> list[tuple[str, str]]:
     import redis
 
@@ -140,6 +158,7 @@ def machine() -> list[tuple[str, str]]:
         ("redis-server", _redis_version()),
         ("wrk", wrk_version()),
         ("cams-proxy", __version__),
+        ("source", _source()),
     ]
 
 
@@ -203,6 +222,8 @@ class HitRun:
     body_bytes: int
     content_type: str
     checks: list[str]
+    #: Response headers a memory-cache hit carries that bare aiohttp's answer does not.
+    extra_headers: list[str]
 
     def median(self, target: str, field: str) -> float:
         return float(statistics.median(float(getattr(r[target], field)) for r in self.rounds))
@@ -311,6 +332,8 @@ def hit_path(procs: Procs, simulator: Proc, redis: Proc) -> HitRun:
         raise RuntimeError("the bare server does not answer the gateway's body and Content-Type")
     checks.append(f"bare aiohttp answers the same {len(bare_body):,} body bytes and Content-Type "
                   f"`{bare_headers['Content-Type']}` as a memory-cache hit")
+    bare_names = {name.lower() for name in bare_headers}
+    extra_headers = [name for name in gateway_headers if name.lower() not in bare_names]
     servers = {"bare": bare, **gateways}
     urls = {target: server.url + HIT_PATH for target, server in servers.items()}
     for target in TARGETS:  # warm-up, discarded: connection set-up, first-call paths, CPU frequency
@@ -346,7 +369,7 @@ def hit_path(procs: Procs, simulator: Proc, redis: Proc) -> HitRun:
                 *(rounds[0][t].wrk.command for t in TARGETS)]
     for proc in (bare, *reversed(gateways.values())):
         procs.stop(proc)
-    return HitRun(rounds, commands, len(body), gateway_headers["Content-Type"], checks)
+    return HitRun(rounds, commands, len(body), gateway_headers["Content-Type"], checks, extra_headers)
 
 
 @dataclass(frozen=True)
@@ -614,7 +637,8 @@ def reading(run: HitRun, profiles: dict[str, Profiled], single: MissRun, replica
         "",
         f"*Memory cache.* {bound}: the gateway process spends about {memory_us:.0f} µs of CPU per hit against "
         f"{bare_us:.0f} µs for bare aiohttp, so the gateway adds about {memory_us - bare_us:.0f} µs of Python per "
-        "request to aiohttp's own work, including three more response headers (`X-Cache`, `Age`, `X-Request-Id`). "
+        f"request to aiohttp's own work, including {len(run.extra_headers)} more response headers "
+        f"({', '.join(f'`{name}`' for name in run.extra_headers)}). "
         f"The call handler takes {share('CallHandler.handle') or '?'} of the event loop's busy time"
         + (f"; within it {'; '.join(inner)}" if inner else "") + ". A repeated call skips parsing, validation and "
         "key hashing: the validated call and its cache key are memoised per raw path, query and action headers "
