@@ -3,7 +3,8 @@
 One channel, one subscriber connection per replica, JSON messages::
 
     {"kind": "fill" | "fail" | "invalidate", "key": "...", "origin": "<replica id>",
-     "status": 200, "body": "<base64>", "content_type": "..."}          (status/body for fill and fail)
+     "status": 200, "body": "<base64>", "content_type": "...",          (status/body for fill and fail)
+     "fresh_until": 1.7e9, "stale_until": 1.7e9}                         (null: never)
 
 Waiters register a future for a key *before* they look at the lease, so no notice can slip between
 the look and the wait. If the subscription drops, the reader reconnects with backoff and calls
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -39,19 +41,31 @@ class Notice:
     status: int = 0
     body: bytes = b""
     content_type: str = ""
+    fresh_until: float = math.inf
+    stale_until: float = math.inf
 
     def encode(self) -> bytes:
         return orjson.dumps({"kind": self.kind, "key": self.key, "origin": self.origin, "status": self.status,
-                             "body": base64.b64encode(self.body).decode(), "content_type": self.content_type})
+                             "body": base64.b64encode(self.body).decode(), "content_type": self.content_type,
+                             "fresh_until": _finite(self.fresh_until), "stale_until": _finite(self.stale_until)})
 
     @classmethod
     def decode(cls, raw: bytes) -> Notice | None:
         try:
             data = orjson.loads(raw)
             return cls(str(data["kind"]), str(data["key"]), str(data["origin"]), int(data.get("status", 0)),
-                       base64.b64decode(data.get("body", "")), str(data.get("content_type", "")))
+                       base64.b64decode(data.get("body", "")), str(data.get("content_type", "")),
+                       _until(data.get("fresh_until")), _until(data.get("stale_until")))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _until(value: object) -> float:
+    return math.inf if value is None else float(value)  # type: ignore[arg-type]
 
 
 class Bus:

@@ -26,6 +26,9 @@ class SingleFlight(Generic[T]):
     def __len__(self) -> int:
         return len(self._flights)
 
+    def has(self, key: str) -> bool:
+        return key in self._flights
+
     def join(self, key: str, start: Callable[[], Coroutine[Any, Any, T]]) -> tuple[asyncio.Task[T], bool]:
         """The flight for ``key`` and whether this caller started it."""
         flight = self._flights.get(key)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final, Self
 
 from proxy.actions import ACTIONS
+from proxy.freshness import Lifetimes
 from proxy.secret import Secret
 from proxy.upstream.signing import Credentials
 
@@ -348,6 +349,9 @@ class GatewaySettings:
     caps: Mapping[str, int] | None = None
     allow_cap_above_documented: bool = False
     ttls: Mapping[str, float] | None = None
+    negative_ttl_s: float = 30.0
+    stale_while_revalidate_s: float = 60.0
+    max_stale_s: float = 600.0
     queue_bounds: Mapping[str, int] | None = None
     spacing_margin_ms: float = 20.0
     deadline_s: float = 10.0
@@ -403,6 +407,9 @@ class GatewaySettings:
     def ttl(self, action: str) -> float:
         return float((self.ttls or {}).get(action, ACTIONS[action].ttl_seconds))
 
+    def lifetimes(self) -> Lifetimes:
+        return Lifetimes(self.negative_ttl_s, self.stale_while_revalidate_s, self.max_stale_s)
+
     def queue_bound(self, action: str) -> int:
         return (self.queue_bounds or {}).get(action, DEFAULT_QUEUE_BOUND)
 
@@ -444,8 +451,17 @@ GATEWAY_OPTIONS: Final = (
     Option("ttls", "--ttl", "PROXY_TTLS", per_action(positive_float, "SECONDS"), None,
            "cache TTL for an action, ACTION=SECONDS; repeatable (default 300 templates, 600 WABA)",
            "ACTION=S", repeatable=True, combine=_merge_caps),
+    Option("negative_ttl_s", "--negative-ttl-s", "PROXY_NEGATIVE_TTL_S", positive_float, 30.0,
+           "how long not-found and denied answers are cached (Unknown.ResourceOwnerId, Template.NotFound, "
+           "Ram.PermissionDeny, Product.Unsubscript)", "S"),
+    Option("stale_while_revalidate_s", "--stale-while-revalidate-s", "PROXY_STALE_WHILE_REVALIDATE_S",
+           non_negative_float, 60.0, "past its TTL an entry is served at once, marked stale, while ONE "
+           "background refresh runs (0: off)", "S"),
+    Option("max_stale_s", "--max-stale-s", "PROXY_MAX_STALE_S", non_negative_float, 600.0,
+           "past its TTL an entry is still served when the upstream fails (stale-if-error); then dropped", "S"),
     Option("queue_bounds", "--queue-bound", "PROXY_QUEUE_BOUNDS", per_action(positive_int), None,
-           f"most misses waiting for an upstream slot, ACTION=N; repeatable (default {DEFAULT_QUEUE_BOUND})",
+           f"most misses one tenant may have waiting for an upstream slot, ACTION=N; repeatable (default "
+           f"{DEFAULT_QUEUE_BOUND})",
            "ACTION=N", repeatable=True, combine=_merge_caps),
     Option("spacing_margin_ms", "--spacing-margin-ms", "PROXY_SPACING_MARGIN_MS", non_negative_float, 20.0,
            "delta: upstream grants are (1 + delta)/cap seconds apart; covers grant-to-arrival jitter", "MS"),

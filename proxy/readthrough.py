@@ -1,12 +1,19 @@
 """The read-through flow, in one readable place: cache, coalesce, admit, call, classify, store.
 
-    lookup       the cache; a live entry is a HIT (no queue, no upstream)
+    lookup       the cache; a fresh entry is a HIT (no queue, no upstream); a stale one (within
+                 stale-while-revalidate) is answered at once as STALE and starts ONE background
+                 refresh (one per key across replicas: the fill lease); an older one is kept as the
+                 stale-if-error fallback and the request goes on as a miss
     coalesce     a miss joins the flight for its key, or starts it (MISS for the leader, COALESCED
                  for the others); everyone waits with their own deadline
-    fill         per attempt: a slot from the action's queue, then one signed upstream call, then
-                 the outcome table (`proxy.upstream.errors`): SUCCESS is stored for the action's TTL;
-                 THROTTLED and FAULT (and no answer at all) are retried through the queue while
-                 attempts and the deadline allow; anything else is answered as is, never stored
+    fill         per attempt: a slot from the action's queue (at the caller's priority and tenant:
+                 `proxy.admission.fair`), then one signed upstream call, then the outcome table
+                 (`proxy.upstream.errors`, `proxy.freshness.RULES`): successes are stored for the
+                 action's TTL, not-found and denied answers for the negative TTL; THROTTLED and
+                 FAULT (and no answer at all) are retried through the queue while attempts and
+                 the deadline allow; nothing else is stored
+    fallback     when the miss fails (throttled, 5xx, no answer, queue refusal, deadline) and a
+                 stale entry is still within the maximum staleness, that entry is the answer
 
 The answer is always the upstream's status and body bytes, untouched. A cache backend error never
 fails a request: the lookup counts as a miss and the store is skipped (both logged).
@@ -19,16 +26,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Final
 
 import orjson
 
 from proxy.actions import ActionSpec
+from proxy.admission.fair import Priority
 from proxy.admission.queue import UpstreamQueue
 from proxy.bus import Bus, Notice
 from proxy.cache.base import Cache, CacheError, Entry
 from proxy.cache.tagindex import TagIndex
 from proxy.coalesce import SingleFlight
 from proxy.errors import DeadlineExceeded, GatewayError, UpstreamFailed
+from proxy.freshness import Freshness, Lifetimes, store_seconds
 from proxy.keys import cache_key
 from proxy.leases import Leases, LeaseUnavailable
 from proxy.logs import get_logger
@@ -42,8 +52,23 @@ log = get_logger("proxy.readthrough")
 
 class CacheStatus(Enum):
     HIT = "HIT"
+    STALE = "STALE"
     MISS = "MISS"
     COALESCED = "COALESCED"
+
+
+#: Outcomes after which a stale entry is served instead (stale-if-error).
+FAILED: Final = frozenset({Outcome.THROTTLED, Outcome.FAULT})
+#: The queue tenant of background refreshes (their tier is above tenants anyway).
+REFRESH_TENANT: Final = "(refresh)"
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """Who a fill is for, in the upstream queue."""
+
+    tenant: str = "anonymous"
+    priority: Priority = Priority.INTERACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +99,11 @@ class Answer:
     entry: Entry
     cache: CacheStatus
     fill: Fill | None = None
+    #: For STALE: why ("stale-while-revalidate" or "stale-if-error"), and the failed upstream status if any.
+    stale_reason: str = ""
+    failed_status: int = 0
+    #: A miss that went upstream with a stale entry in hand (Cache-Status ``fwd=stale``).
+    had_stale: bool = False
 
 
 @dataclass
@@ -83,6 +113,11 @@ class Counters:
     hits: int = 0
     misses: int = 0
     coalesced: int = 0
+    stale_served: int = 0
+    stale_if_error: int = 0
+    refreshes: int = 0
+    refreshes_skipped: int = 0
+    refresh_failures: int = 0
     upstream_calls: int = 0
     upstream_throttled: int = 0
     upstream_faults: int = 0
@@ -106,6 +141,9 @@ class ReadThrough:
         wall_clock: Callable[[], float] = time.time,
         replicas: Replicas | None = None,
         tags: TagIndex | None = None,
+        lifetimes: Lifetimes | None = None,
+        refresh_deadline_s: float = 30.0,
+        max_refreshes: int = 1000,
     ) -> None:
         self.cache = cache
         self._client = client
@@ -117,6 +155,11 @@ class ReadThrough:
         self._wall = wall_clock
         self._replicas = replicas
         self._tags = tags
+        self.lifetimes = lifetimes or Lifetimes()
+        self._owner = owner
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._refresh_deadline = refresh_deadline_s
+        self._max_refreshes = max_refreshes
         self._endpoint = str(client.endpoint)
         self.counters = Counters()
 
@@ -127,24 +170,30 @@ class ReadThrough:
         return cache_key(endpoint=self._endpoint, access_key_id=self._access_key_id(),
                          action=spec.name, version=spec.version, params=params)
 
-    async def lookup(self, key: str) -> Entry | None:
-        """The live entry under ``key`` (counted as a hit), or None."""
-        entry = await self._lookup(key)
-        if entry is not None:
-            self.counters.hits += 1
-        return entry
+    def freshness(self, entry: Entry) -> Freshness:
+        return self.lifetimes.freshness(entry.fresh_until, entry.stale_until, self._wall())
 
     async def fetch(self, spec: ActionSpec, params: Mapping[str, str], deadline: float, *, key: str | None = None,
-                    looked_up: bool = False) -> Answer:
+                    found: Entry | None = None, looked_up: bool = False, tenant: str = "anonymous") -> Answer:
         """The answer for one validated call; raises `GatewayError` when there is none to give.
 
-        ``looked_up``: the caller already found no entry under ``key`` (the hit path looks up first)."""
+        ``looked_up``: the caller already read the cache under ``key`` and found ``found`` (or nothing)."""
         key = key or self.key_for(spec, params)
         if not looked_up:
-            entry = await self.lookup(key)
-            if entry is not None:
-                return Answer(entry, CacheStatus.HIT)
-        flight, leader = self._flights.join(key, lambda: self._flight(spec, dict(params), key, deadline))
+            found = await self._lookup(key)
+        fallback: Entry | None = None
+        if found is not None:
+            state = self.freshness(found)
+            if state is Freshness.FRESH:
+                self.counters.hits += 1
+                return Answer(found, CacheStatus.HIT)
+            if state is Freshness.STALE:
+                self.counters.stale_served += 1
+                self.revalidate(spec, params, key)
+                return Answer(found, CacheStatus.STALE, stale_reason="stale-while-revalidate")
+            fallback = found
+        demand = Demand(tenant)
+        flight, leader = self._flights.join(key, lambda: self._flight(spec, dict(params), key, deadline, demand))
         if leader:
             self.counters.misses += 1
         else:
@@ -152,9 +201,74 @@ class ReadThrough:
         try:
             fill = await SingleFlight.wait(flight, deadline)
         except TimeoutError as exc:
-            raise DeadlineExceeded(f"The request's deadline passed while the upstream call for {spec.name} was "
-                                   "in progress; the call goes on and will fill the cache.") from exc
-        return Answer(fill.entry, CacheStatus.MISS if leader and not fill.shared else CacheStatus.COALESCED, fill)
+            error: GatewayError = DeadlineExceeded(
+                f"The request's deadline passed while the upstream call for {spec.name} was in progress; the "
+                "call goes on and will fill the cache.")
+            return self._stale_or_raise(fallback, error, exc)
+        except GatewayError as exc:
+            return self._stale_or_raise(fallback, exc, exc)
+        if fill.outcome in FAILED and fallback is not None and self._servable(fallback):
+            self.counters.stale_if_error += 1
+            return Answer(fallback, CacheStatus.STALE, fill, "stale-if-error", fill.entry.status)
+        return Answer(fill.entry, CacheStatus.MISS if leader and not fill.shared else CacheStatus.COALESCED, fill,
+                      had_stale=fallback is not None)
+
+    def _servable(self, entry: Entry) -> bool:
+        return self.lifetimes.servable_on_error(entry.stale_until, self._wall())
+
+    def _stale_or_raise(self, fallback: Entry | None, error: GatewayError, cause: BaseException) -> Answer:
+        if fallback is not None and self._servable(fallback):
+            self.counters.stale_if_error += 1
+            return Answer(fallback, CacheStatus.STALE, stale_reason="stale-if-error", failed_status=error.status)
+        raise error from cause
+
+    def revalidate(self, spec: ActionSpec, params: Mapping[str, str], key: str) -> bool:
+        """Start one background refresh of ``key`` unless one (or a miss) is already under way here; the
+        fill lease makes it one across replicas. False when skipped."""
+        if key in self._refreshing or self._flights.has(key):
+            return False
+        if len(self._refreshing) >= self._max_refreshes:
+            self.counters.refreshes_skipped += 1
+            return False
+        task = self._owner.spawn(self._refresh(spec, dict(params), key), name=f"refresh:{key}")
+        self._refreshing[key] = task
+        task.add_done_callback(lambda _task: self._refreshing.pop(key, None))
+        return True
+
+    async def _refresh(self, spec: ActionSpec, params: dict[str, str], key: str) -> None:
+        deadline = asyncio.get_running_loop().time() + self._refresh_deadline
+        demand = Demand(REFRESH_TENANT, Priority.REFRESH)
+        try:
+            if self._replicas is None:
+                await self._fill(spec, params, key, deadline, demand)
+            else:
+                try:
+                    holder = await self._replicas.leases.acquire(key)
+                except LeaseUnavailable:
+                    await self._fill(spec, params, key, deadline, demand)  # Redis down: this process alone
+                    self.counters.refreshes += 1
+                    return
+                if not holder:  # another replica is filling or refreshing this key
+                    self.counters.refreshes_skipped += 1
+                    return
+                current = await self._lookup_shared(key)
+                if current is not None and self.freshness(current) is Freshness.FRESH:
+                    await self._replicas.leases.release(key)  # refreshed elsewhere just now
+                    self.counters.refreshes_skipped += 1
+                    return
+                await self._fill_holding_lease(spec, params, key, deadline, demand)
+            self.counters.refreshes += 1
+        except GatewayError as exc:
+            self.counters.refresh_failures += 1
+            log.info("background refresh failed; the stale entry stays", action=spec.name, code=exc.code)
+
+    async def _lookup_shared(self, key: str) -> Entry | None:
+        """The entry every replica sees (Redis, past this replica's L1)."""
+        shared = getattr(self.cache, "shared_get", None)
+        try:
+            return await (shared(key) if shared is not None else self.cache.get(key))
+        except CacheError:
+            return None
 
     async def _lookup(self, key: str) -> Entry | None:
         try:
@@ -185,10 +299,17 @@ class ReadThrough:
             self.counters.cache_errors += 1
             log.warning("tag index update failed; the entry cannot be purged by tag", error=str(exc))
 
-    async def _flight(self, spec: ActionSpec, params: dict[str, str], key: str, deadline: float) -> Fill:
+    async def _flight(self, spec: ActionSpec, params: dict[str, str], key: str, deadline: float,
+                      demand: Demand) -> Fill:
         """This process's one fill for ``key``; with replicas, first agree across them who fills."""
+        refreshing = self._refreshing.get(key)
+        if refreshing is not None:  # a background refresh of this key is under way here: use it
+            await asyncio.wait({refreshing}, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
+            entry = await self._lookup(key)
+            if entry is not None and self.freshness(entry) is Freshness.FRESH:
+                return self._shared_fill(entry)
         if self._replicas is None:
-            return await self._fill(spec, params, key, deadline)
+            return await self._fill(spec, params, key, deadline, demand)
         leases, bus = self._replicas.leases, self._replicas.bus
         loop = asyncio.get_running_loop()
         while True:
@@ -197,15 +318,15 @@ class ReadThrough:
                 try:
                     holder = await leases.acquire(key)
                 except LeaseUnavailable:
-                    return await self._fill(spec, params, key, deadline)  # Redis down: this process alone
+                    return await self._fill(spec, params, key, deadline, demand)  # Redis down: this process alone
                 if holder:
-                    entry = await self._lookup(key)  # filled and released just before we took the lease?
-                    if entry is not None:
+                    entry = await self._lookup_shared(key)  # filled and released just before we took the lease?
+                    if entry is not None and self.freshness(entry) is Freshness.FRESH:
                         await leases.release(key)
                         return self._shared_fill(entry)
-                    return await self._fill_holding_lease(spec, params, key, deadline)
-                entry = await self._lookup(key)  # the holder may have finished just now
-                if entry is not None:
+                    return await self._fill_holding_lease(spec, params, key, deadline, demand)
+                entry = await self._lookup_shared(key)  # the holder may have finished just now
+                if entry is not None and self.freshness(entry) is Freshness.FRESH:
                     return self._shared_fill(entry)
                 wait_until = min(deadline, loop.time() + leases.ttl_s)
                 try:
@@ -217,7 +338,8 @@ class ReadThrough:
                                                f"{spec.name}.") from None
                     continue  # the holder may be gone: try to take the lease over
                 return self._shared_fill(Entry(got.status, got.body, self._wall(),
-                                               got.content_type or "application/json;charset=utf-8"))
+                                               got.content_type or "application/json;charset=utf-8",
+                                               got.fresh_until, got.stale_until))
             finally:
                 bus.forget(key, notice)
 
@@ -226,7 +348,7 @@ class ReadThrough:
         return Fill(entry, classified.outcome, classified.code, 0, 0.0, 0.0, False, shared=True)
 
     async def _fill_holding_lease(self, spec: ActionSpec, params: dict[str, str], key: str,
-                                  deadline: float) -> Fill:
+                                  deadline: float, demand: Demand) -> Fill:
         assert self._replicas is not None
         leases, bus = self._replicas.leases, self._replicas.bus
 
@@ -240,7 +362,7 @@ class ReadThrough:
 
         renewer = asyncio.get_running_loop().create_task(renew())
         try:
-            fill = await self._fill(spec, params, key, deadline)
+            fill = await self._fill(spec, params, key, deadline, demand)
         except GatewayError as exc:
             body = orjson.dumps({"RequestId": "", "HostId": "cams-proxy", "Code": exc.code, "Message": exc.message})
             await bus.publish(Notice("fail", key, bus.replica_id, exc.status, body, "application/json;charset=utf-8"))
@@ -249,10 +371,11 @@ class ReadThrough:
             renewer.cancel()
             await leases.release(key)
         await bus.publish(Notice("fill", key, bus.replica_id, fill.entry.status, fill.entry.body,
-                                 fill.entry.content_type))
+                                 fill.entry.content_type, fill.entry.fresh_until, fill.entry.stale_until))
         return fill
 
-    async def _fill(self, spec: ActionSpec, params: dict[str, str], key: str, deadline: float) -> Fill:
+    async def _fill(self, spec: ActionSpec, params: dict[str, str], key: str, deadline: float,
+                    demand: Demand) -> Fill:
         queue = self._queues[spec.name]
         loop = asyncio.get_running_loop()
         queued_for = upstream_time = 0.0
@@ -263,7 +386,7 @@ class ReadThrough:
             attempt += 1
             asked = loop.time()
             try:
-                grant = await queue.acquire(deadline)
+                grant = await queue.acquire(deadline, demand.tenant, demand.priority)
             except GatewayError:
                 if last is None and last_error is None:
                     raise
@@ -301,17 +424,21 @@ class ReadThrough:
                 self.counters.upstream_faults += 1
             if classified.outcome.retryable and attempt < self._attempts and loop.time() < deadline:
                 continue
-            entry = Entry(response.status, response.body, self._wall(),
-                          response.content_type or "application/json;charset=utf-8")
+            now = self._wall()
+            windows = self.lifetimes.windows(classified.outcome, self._ttl(spec.name), now)
+            fresh_until, stale_until = windows or (now, now)
+            entry = Entry(response.status, response.body, now,
+                          response.content_type or "application/json;charset=utf-8", fresh_until, stale_until)
             stored = False
-            if classified.outcome is Outcome.SUCCESS:
-                stored = await self._store(key, entry, self._ttl(spec.name))
+            if windows is not None:
+                stored = await self._store(key, entry, store_seconds(stale_until, now))
                 if stored:
                     await self._tag(spec, params, key, entry.body)
             return Fill(entry, classified.outcome, classified.code, attempt, queued_for, upstream_time, stored)
         if last is not None:
             classified = classify(last.status, last.body)
-            entry = Entry(last.status, last.body, self._wall(), last.content_type)
+            now = self._wall()
+            entry = Entry(last.status, last.body, now, last.content_type, now, now)
             return Fill(entry, classified.outcome, classified.code, self._attempts, queued_for, upstream_time, False)
         if isinstance(last_error, UpstreamTimeout):
             raise UpstreamFailed(f"The upstream did not answer {spec.name} in time.", code="Proxy.UpstreamTimeout",

@@ -8,18 +8,25 @@ redis-py's `RedisCluster`, which follows slots and redirections itself.
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 
 RedisClient: TypeAlias = Redis | RedisCluster
+
+
+#: Connections per client (per node on a cluster). A burst beyond it waits for a free connection (at most the
+#: reply timeout) instead of failing: an exhausted pool says nothing about Redis's health.
+MAX_CONNECTIONS: Final = 128
 
 
 def connect(url: str, *, cluster: bool, timeout: float | None, connect_timeout: float) -> RedisClient:
     """A bytes-returning client for ``url``; ``timeout`` bounds each reply (None: wait, for pub/sub)."""
     if cluster:
         return RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
-                                     decode_responses=False)
-    return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
-                          decode_responses=False, health_check_interval=0 if timeout else 5)
+                                     decode_responses=False, max_connections=MAX_CONNECTIONS)
+    pool = BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=timeout or connect_timeout,
+                                           socket_timeout=timeout, socket_connect_timeout=connect_timeout,
+                                           decode_responses=False, health_check_interval=0 if timeout else 5)
+    return Redis.from_pool(pool)  # the client owns the pool and closes it

@@ -70,6 +70,11 @@ class TenantDirectory:
     token_digests: dict[str, str] = field(default_factory=dict)  # sha256 hex -> tenant
     access_keys: dict[str, tuple[str, Credentials]] = field(default_factory=dict)  # key id -> (tenant, creds)
 
+    def weight(self, tenant: str) -> float:
+        """The tenant's share weight in the upstream queues (1 unless the tenants file says otherwise)."""
+        known = self.tenants.get(tenant)
+        return known.weight if known is not None else 1.0
+
     def knows_token(self, token: str) -> bool:
         return _digest(token) in self.token_digests
 

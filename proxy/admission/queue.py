@@ -1,9 +1,13 @@
 """One action's upstream queue in one process: grants spaced `spacing_interval` apart, bounded,
-with deadlines.
+with deadlines, shared fairly.
 
-Built on aiolimiter as ``AsyncLimiter(1, T)``: a bucket of one, so there is no initial burst and
-consecutive grants are at least ``T`` apart (aiolimiter checks the level synchronously before each
-grant, so no interleaving can break the spacing). Waiters are served roughly in arrival order.
+Who goes next is decided by `FairQueue` (priority tiers, then deficit round robin over tenants by
+weight): waiters queue there, and one at a time the chosen one takes the *turn* and goes through the
+spacing below; the turn passes on when it holds its grant. So a newcomer from a quiet tenant, or an
+interactive miss behind refreshes, waits for at most the slot in progress plus its fair position.
+
+Spacing is aiolimiter's ``AsyncLimiter(1, T)``: a bucket of one, so there is no initial burst and
+consecutive grants are at least ``T`` apart.
 
 Spacing grants is not enough: the upstream counts *arrivals*, and under load the time between a grant
 and the request leaving the socket varies (a busy event loop, a new connection). So a grant is also a
@@ -14,11 +18,12 @@ network's own jitter remains for δ to cover.
 
 Guarantees:
 
-* a miss that finds the queue full, or that the queue ahead of it cannot serve before its deadline,
-  is refused at once with `Overloaded` and an honest retry time: how long the queue now ahead takes
-  to drain. "Served before its deadline" means granted early enough for the upstream's usual answer
-  time (an average of recent calls) to fit too, and the wait is estimated with the spacing actually
-  observed under backlog when that is wider than ``T`` (sends anchor the next grant, see above);
+* a miss that finds its tenant's queue full (``bound`` per tenant and priority), or that the calls
+  ahead of it (its fair position, `FairQueue.ahead_of`) cannot be served before its deadline, is
+  refused at once with `Overloaded` and an honest retry time: how long the calls now ahead take.
+  "Served before its deadline" means granted early enough for the upstream's usual answer time (an
+  average of recent calls) to fit too, and the wait is estimated with the spacing actually observed
+  under backlog when that is wider than ``T`` (sends anchor the next grant, see above);
 * a miss that is still queued when its grant could no longer fit leaves the queue
   (`DeadlineExceeded`) and is never sent;
 * nothing is dropped silently: every `acquire` returns a grant or raises.
@@ -27,12 +32,15 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 from aiolimiter import AsyncLimiter
 
 from proxy.admission.coordinator import Coordinator
+from proxy.admission.fair import FairQueue, Priority, TenantQueueFull
 from proxy.admission.spacing import estimated_wait, spacing_interval
 from proxy.errors import DeadlineExceeded, Overloaded
 
@@ -56,7 +64,7 @@ class QueueStats:
 
 class UpstreamQueue:
     def __init__(self, action: str, rate_per_second: int, margin_s: float, bound: int,
-                 coordinator: Coordinator | None = None) -> None:
+                 coordinator: Coordinator | None = None, weight: Callable[[str], float] = lambda tenant: 1.0) -> None:
         self.action = action
         self.coordinator = coordinator
         self.rate = rate_per_second
@@ -64,7 +72,9 @@ class UpstreamQueue:
         self.bound = bound
         self.stats = QueueStats()
         self._limiter = AsyncLimiter(1, self.interval)
-        self._waiting = 0
+        self._fair: FairQueue[asyncio.Future[None]] = FairQueue(weight, bound)
+        self._turn: asyncio.Future[None] | None = None  # the waiter going through the spacing now
+        self._recent_grants: deque[float] = deque(maxlen=max(1, rate_per_second))
         self._last_grant: float | None = None
         self._last_sent: float | None = None
         self._send_slot = asyncio.Lock()
@@ -75,7 +85,12 @@ class UpstreamQueue:
 
     @property
     def waiting(self) -> int:
-        return self._waiting
+        return len(self._fair) + (self._turn is not None)
+
+    def remaining(self, now: float) -> int:
+        """Slots of the current 1-second window this queue has not granted (the ``RateLimit`` header's r)."""
+        used = sum(1 for granted in self._recent_grants if granted > now - 1.0)
+        return max(0, self.rate - used - self.waiting)
 
     @property
     def effective_interval(self) -> float:
@@ -85,13 +100,32 @@ class UpstreamQueue:
         """Feed the average answer time that admission keeps free before a deadline."""
         self._upstream_time += EWMA_WEIGHT * (seconds - self._upstream_time)
 
-    def estimated_wait(self, now: float) -> float:
+    def estimated_wait(self, now: float, tenant: str = "anonymous",
+                       priority: Priority = Priority.INTERACTIVE) -> float:
+        """Seconds until a new call from ``tenant`` at ``priority`` would be granted."""
         anchor = self._last_grant
         if self._last_sent is not None and (anchor is None or self._last_sent > anchor):
             anchor = self._last_sent
-        return estimated_wait(now, anchor, self._waiting, self.effective_interval)
+        ahead = self._fair.ahead_of(tenant, priority) + (self._turn is not None)
+        return estimated_wait(now, anchor, ahead, self.effective_interval)
 
-    async def acquire(self, deadline: float) -> Grant:
+    def _pass_turn(self) -> None:
+        """Give the turn to the next waiter `FairQueue` picks, if nobody holds it."""
+        while self._turn is None:
+            chosen = self._fair.pop()
+            if chosen is None:
+                return
+            if not chosen.done():  # a waiter cancelled between its timeout and removal is skipped
+                chosen.set_result(None)
+                self._turn = chosen
+
+    def _end_turn(self, ticket: asyncio.Future[None]) -> None:
+        if self._turn is ticket:
+            self._turn = None
+            self._pass_turn()
+
+    async def acquire(self, deadline: float, tenant: str = "anonymous",
+                      priority: Priority = Priority.INTERACTIVE) -> Grant:
         """Wait for an upstream slot; the caller must send at once and then call ``grant.sent(at)``
         (or ``grant.release()`` if nothing was sent).
 
@@ -100,22 +134,26 @@ class UpstreamQueue:
         """
         loop = asyncio.get_running_loop()
         now = loop.time()
-        wait = self.estimated_wait(now)
+        wait = self.estimated_wait(now, tenant, priority)
         grant_by = deadline - self._upstream_time
-        if self._waiting >= self.bound:
-            self.stats.refused_full += 1
-            raise Overloaded(f"The upstream queue for {self.action} is full ({self.bound} waiting); "
-                             f"retry in {wait:.1f}s.", wait)
         if now + wait > grant_by:
             self.stats.refused_deadline += 1
             raise Overloaded(f"The upstream queue for {self.action} cannot serve this request before its "
                              f"deadline (about {wait:.1f}s of calls ahead at {self.rate}/s); retry in {wait:.1f}s.",
                              wait)
-        self._waiting += 1
+        ticket: asyncio.Future[None] = loop.create_future()
+        try:
+            self._fair.push(ticket, tenant, priority)
+        except TenantQueueFull:
+            self.stats.refused_full += 1
+            raise Overloaded(f"The upstream queue for {self.action} is full for tenant {tenant} ({self.bound} "
+                             f"waiting); retry in {wait:.1f}s.", wait) from None
+        self._pass_turn()
         holding = False
         send_by: float | None = None
         try:
             async with asyncio.timeout_at(max(now, grant_by)):
+                await ticket  # our turn: only the turn holder goes through the spacing
                 await self._limiter.acquire()
                 await self._send_slot.acquire()
                 holding = True
@@ -137,9 +175,13 @@ class UpstreamQueue:
                 self._send_slot.release()
             raise
         finally:
-            self._waiting -= 1
+            self._fair.remove(ticket)
+            if not ticket.done():
+                ticket.cancel()
+            self._end_turn(ticket)
         granted = loop.time()
-        if self._last_grant is not None and self._waiting > 0:
+        self._recent_grants.append(granted)
+        if self._last_grant is not None and self.waiting > 0:
             # Back-to-back grants under backlog: learn the spacing actually achieved.
             self._observed_spacing += EWMA_WEIGHT * ((granted - self._last_grant) - self._observed_spacing)
         self._last_grant = granted

@@ -1,12 +1,14 @@
 """The cache contract: one small protocol, several backends, one contract test suite over all of them.
 
 An `Entry` is what the gateway sends on a hit: the upstream's status and body bytes, untouched, plus
-when it was fetched (wall-clock seconds since the epoch, for the ``Age`` header) and its content type.
+when it was fetched (wall-clock seconds since the epoch, for the ``Age`` header), its content type, and
+until when it is fresh and may be served stale (`proxy.freshness`; backends store but never read them).
 Backends store entries with a time to live and must never return one past it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,6 +19,8 @@ class Entry:
     body: bytes
     fetched_at: float
     content_type: str = "application/json;charset=utf-8"
+    fresh_until: float = math.inf
+    stale_until: float = math.inf
 
     @property
     def size(self) -> int:

@@ -1,14 +1,16 @@
 """The Redis `Cache` backend: one Redis string per key, a compact binary header followed by the raw body.
 
-Value layout (big-endian), version ``c1``::
+Value layout (big-endian), version ``c2``::
 
     offset  size  field
-    0       2     magic b"c1"
+    0       2     magic b"c2"
     2       2     status            (unsigned 16-bit)
     4       8     fetched_at        (IEEE-754 double, seconds since the epoch; exact round trip)
-    12      2     content-type length n (unsigned 16-bit)
-    14      n     content type      (UTF-8)
-    14+n    rest  body              (the upstream bytes, untouched)
+    12      8     fresh_until       (double, idem; may be +inf)
+    20      8     stale_until       (double, idem; may be +inf)
+    28      2     content-type length n (unsigned 16-bit)
+    30      n     content type      (UTF-8)
+    30+n    rest  body              (the upstream bytes, untouched)
 
 Redis cost per call: ``set`` is one ``SET key value PX ttl_ms``, ``delete`` one ``DEL``. ``get`` is batched:
 every ``get`` started in the same event-loop iteration shares one ``MGET`` (at most `MAX_BATCH` keys; on a
@@ -48,8 +50,8 @@ from proxy.cache.base import CacheError, Entry
 from proxy.redis_clients import RedisClient
 
 MAX_BATCH: Final = 512
-MAGIC = b"c1"
-HEADER = struct.Struct(">2sHdH")  # magic, status, fetched_at, content-type length
+MAGIC = b"c2"
+HEADER = struct.Struct(">2sHdddH")  # magic, status, fetched_at, fresh_until, stale_until, content-type length
 _MAX_U16 = 0xFFFF
 
 
@@ -60,15 +62,15 @@ def pack_entry(entry: Entry) -> bytes:
         raise ValueError(f"status out of range: {entry.status}")
     if len(content_type) > _MAX_U16:
         raise ValueError(f"content type too long: {len(content_type)} bytes")
-    return b"".join((HEADER.pack(MAGIC, entry.status, entry.fetched_at, len(content_type)), content_type,
-                     entry.body))
+    return b"".join((HEADER.pack(MAGIC, entry.status, entry.fetched_at, entry.fresh_until, entry.stale_until,
+                                 len(content_type)), content_type, entry.body))
 
 
 def unpack_entry(value: bytes) -> Entry | None:
-    """The entry stored in ``value``, or None if it is not a well-formed ``c1`` value."""
+    """The entry stored in ``value``, or None if it is not a well-formed ``c2`` value."""
     if len(value) < HEADER.size:
         return None
-    magic, status, fetched_at, type_length = HEADER.unpack_from(value)
+    magic, status, fetched_at, fresh_until, stale_until, type_length = HEADER.unpack_from(value)
     body_start = HEADER.size + type_length
     if magic != MAGIC or len(value) < body_start:
         return None
@@ -76,7 +78,8 @@ def unpack_entry(value: bytes) -> Entry | None:
         content_type = value[HEADER.size:body_start].decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return Entry(status=status, body=value[body_start:], fetched_at=fetched_at, content_type=content_type)
+    return Entry(status=status, body=value[body_start:], fetched_at=fetched_at, content_type=content_type,
+                 fresh_until=fresh_until, stale_until=stale_until)
 
 
 def ttl_ms(ttl: float) -> int:

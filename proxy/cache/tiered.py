@@ -82,6 +82,16 @@ class TieredCache:
         await self.l1.set(key, entry, min(left, self.l1_max_ttl))
         return entry
 
+    async def shared_get(self, key: str) -> Entry | None:
+        """The Redis copy, past L1 (what every replica would read); None while Redis is down."""
+        if not self.breaker.healthy:
+            return None
+        try:
+            return await self.l2.get(key)
+        except CacheError as exc:
+            self._failed(exc)
+            return None
+
     async def set(self, key: str, entry: Entry, ttl: float) -> None:
         if self.breaker.healthy:
             try:

@@ -1,11 +1,15 @@
 """What an upstream answer means, as one table, and the upstream's exception tree.
 
 Every HTTP answer is classified into one `Outcome`; the read-through path decides from the outcome
-alone whether to cache, retry or pass the answer on::
+alone whether to cache (`proxy.freshness.RULES`), retry or pass the answer on::
 
     SUCCESS         HTTP 2xx and Code "OK"             cache for the action's TTL, answer
-    BUSINESS_ERROR  any other answer about the data    answer as is, do not cache (this issue)
-                    (Unknown.ResourceOwnerId, 2xx with a non-OK Code, other 4xx)
+    NOT_FOUND       Unknown.ResourceOwnerId,           cache for the negative TTL, answer
+                    Template.NotFound
+    DENIED          Ram.PermissionDeny,                cache for the negative TTL, answer
+                    Product.Unsubscript
+    BUSINESS_ERROR  any other answer about the data    answer as is, do not cache
+                    (2xx with a non-OK Code, other 4xx)
     THROTTLED       System.LimitControl, Throttling*,  count, retry through the queue, never cache
                     HTTP 429
     AUTH_ERROR      the gateway's own key or signature answer as is, never cache, never retry
@@ -49,6 +53,8 @@ class SendWindowMissed(Exception):
 
 class Outcome(Enum):
     SUCCESS = "success"
+    NOT_FOUND = "not_found"
+    DENIED = "denied"
     BUSINESS_ERROR = "business_error"
     THROTTLED = "throttled"
     AUTH_ERROR = "auth_error"
@@ -64,6 +70,10 @@ RETRYABLE: Final = frozenset({Outcome.THROTTLED, Outcome.FAULT})
 #: Codes by outcome. Codes not listed fall back on the HTTP status (see `classify`).
 CODE_OUTCOMES: Final[dict[str, Outcome]] = {
     "OK": Outcome.SUCCESS,
+    "Unknown.ResourceOwnerId": Outcome.NOT_FOUND,
+    "Template.NotFound": Outcome.NOT_FOUND,
+    "Ram.PermissionDeny": Outcome.DENIED,
+    "Product.Unsubscript": Outcome.DENIED,
     "System.LimitControl": Outcome.THROTTLED,
     "Throttling": Outcome.THROTTLED,
     "Throttling.User": Outcome.THROTTLED,
@@ -104,6 +114,8 @@ def classify(status: int, body: bytes) -> Classified:
     if by_code is Outcome.SUCCESS:
         ok = 200 <= status < 300
         return Classified(Outcome.SUCCESS if ok else Outcome.BUSINESS_ERROR, code)
+    if by_code in (Outcome.NOT_FOUND, Outcome.DENIED) and status >= 500:
+        return Classified(Outcome.FAULT, code)
     if by_code is not None:
         return Classified(by_code, code)
     if status >= 500:

@@ -35,7 +35,7 @@ from proxy.errors import GatewayError, RequestRejected
 from proxy.logs import get_logger
 from proxy.nonces import NonceRegistry
 from proxy.purge import Purger
-from proxy.readthrough import ReadThrough
+from proxy.readthrough import Answer, ReadThrough
 from proxy.replicas import ReplicaKit
 from proxy.tasks import TaskOwner
 from proxy.tenants import ANONYMOUS, TenantDirectory, TenantResolver, header_label, query_label
@@ -43,6 +43,7 @@ from proxy.upstream.client import UpstreamClient, create_session
 from proxy.web.admin import PURGER, AdminRoutes
 from proxy.web.calls import deadline_seconds as request_deadline
 from proxy.web.calls import parse_call
+from proxy.web.headers import age, cache_status, hit_status, rate_limit, rate_limit_policy
 from proxy.web.rendering import error_response, new_request_id, request_id_for
 
 MAX_LINE_BYTES: Final = 8190
@@ -77,20 +78,23 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     client = UpstreamClient(session, settings.upstream, settings.credentials, timeout=settings.upstream_timeout_s)
     queues = {
         name: UpstreamQueue(name, settings.local_cap(name), margin, settings.queue_bound(name),
-                            coordinator=kit.coordinator if kit else None)
+                            coordinator=kit.coordinator if kit else None, weight=app[DIRECTORY].weight)
         for name in ACTIONS
     }
     app[QUEUES] = queues
-    retention = max(settings.ttl(name) for name in ACTIONS) + 60
+    longest_kept = max(settings.ttl(name) for name in ACTIONS) + max(settings.max_stale_s,
+                                                                      settings.stale_while_revalidate_s)
+    retention = longest_kept + 60
     tags: TagIndex = (RedisTagIndex(kit.client, retention, healthy=lambda: kit.breaker.healthy) if kit is not None
                       else MemoryTagIndex(retention))
     app[READTHROUGH] = ReadThrough(cache=cache, client=client, queues=queues, ttl=settings.ttl,
                                    attempts=settings.upstream_attempts,
                                    access_key_id=lambda: settings.access_key_id or "", owner=owner,
-                                   replicas=kit.for_readthrough if kit else None, tags=tags)
+                                   replicas=kit.for_readthrough if kit else None, tags=tags,
+                                   lifetimes=settings.lifetimes())
     app[PURGER] = Purger(cache, tags)
     app[TENANTS] = TenantResolver(app[DIRECTORY], NonceRegistry(ttl=2 * 900 + 60))
-    app[HANDLER].bind(app[READTHROUGH], app[TENANTS])
+    app[HANDLER].bind(app[READTHROUGH], app[TENANTS], queues)
     try:
         yield
     finally:
@@ -116,11 +120,15 @@ class CallHandler:
         self._access_log = access_log
         self._memo: dict[tuple[str, str | None, str | None], MemoCall] = {}
         self._readthrough: ReadThrough
+        self._queues: dict[str, UpstreamQueue] = {}
+        self._policies: dict[str, str] = {}
         self._auth_required = True  # until bind(): the full path handles everything
 
-    def bind(self, readthrough: ReadThrough, resolver: TenantResolver) -> None:
+    def bind(self, readthrough: ReadThrough, resolver: TenantResolver, queues: dict[str, UpstreamQueue]) -> None:
         """Attach the resources opened at start-up (the hit path reads them without app lookups)."""
         self._readthrough = readthrough
+        self._queues = queues
+        self._policies = {name: rate_limit_policy(queue.rate) for name, queue in queues.items()}
         self._auth_required = resolver.directory.require_authentication
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -138,14 +146,17 @@ class CallHandler:
                     entry = await readthrough.cache.get(call.key)
                 except CacheError:
                     entry = None  # the full path below logs and counts it
-                if entry is not None:
+                now = time.time()
+                if entry is not None and now < entry.fresh_until:
                     readthrough.counters.hits += 1
                     if self._access_log:
                         log.info("request", request_id=request_id, method=request.method, path=request.path,
                                  status=entry.status, duration_ms=round((time.monotonic() - started) * 1000, 2),
                                  action=call.spec.name, tenant=tenant, cache="HIT")
-                    return _entry_response(entry, "HIT", request_id, call.key)
-            response = await self._answer(request, fields, request_id)
+                    return self._hit_response(entry, request_id, call, now)
+                response = await self._answer(request, fields, request_id, found=(entry,))
+            else:
+                response = await self._answer(request, fields, request_id)
         except GatewayError as exc:
             fields["code"] = exc.code
             response = error_response(request_id, exc)
@@ -172,7 +183,30 @@ class CallHandler:
             return None
         return call, header_label(headers) or call.query_label or ANONYMOUS
 
-    async def _answer(self, request: web.Request, fields: dict[str, Any], request_id: str) -> web.Response:
+    def _hit_response(self, entry: Entry, request_id: str, call: MemoCall, now: float) -> web.Response:
+        """A fresh hit: the upstream's status and bytes, untouched, with the gateway's headers (one dict: the
+        hit path's cost; see `proxy.web.headers`)."""
+        queue = self._queues[call.spec.name]
+        loop_now = asyncio.get_running_loop().time()
+        return web.Response(body=entry.body, status=entry.status, headers={
+            "Content-Type": entry.content_type, "X-Cache": "HIT", "Age": age(entry.fetched_at, now),
+            "Cache-Status": hit_status(entry.fresh_until, now), "X-Request-Id": request_id, "X-Cache-Key": call.key,
+            "RateLimit-Policy": self._policies[call.spec.name],
+            "RateLimit": rate_limit(queue.remaining(loop_now), queue.estimated_wait(loop_now))})
+
+    def _answer_response(self, answer: Answer, request_id: str, call: MemoCall) -> web.Response:
+        entry = answer.entry
+        now = time.time()
+        queue = self._queues[call.spec.name]
+        loop_now = asyncio.get_running_loop().time()
+        return web.Response(body=entry.body, status=entry.status, headers={
+            "Content-Type": entry.content_type, "X-Cache": answer.cache.value, "Age": age(entry.fetched_at, now),
+            "Cache-Status": cache_status(answer, now), "X-Request-Id": request_id, "X-Cache-Key": call.key,
+            "RateLimit-Policy": self._policies[call.spec.name],
+            "RateLimit": rate_limit(queue.remaining(loop_now), queue.estimated_wait(loop_now))})
+
+    async def _answer(self, request: web.Request, fields: dict[str, Any], request_id: str,
+                      found: tuple[Entry | None] | None = None) -> web.Response:
         if request.method not in ("GET", "POST"):
             raise RequestRejected(f"Method {request.method} is not allowed; use GET or POST.",
                                   code="InvalidParameter.Method", status=405)
@@ -200,21 +234,18 @@ class CallHandler:
             fields["tenant"] = resolver.identify(view, asyncio.get_running_loop().time())
         else:
             fields["tenant"] = header_label(headers) or call.query_label or ANONYMOUS
-        entry = await readthrough.lookup(call.key)
-        if entry is not None:
-            fields["cache"] = "HIT"
-            return _entry_response(entry, "HIT", request_id, call.key)
         loop = asyncio.get_running_loop()
         budget = request_deadline(request, app[SETTINGS].deadline_s)
         answer = await readthrough.fetch(call.spec, call.params, loop.time() + budget, key=call.key,
-                                         looked_up=True)
+                                         found=found[0] if found else None, looked_up=found is not None,
+                                         tenant=fields["tenant"])
         fields["cache"] = answer.cache.value
         if answer.fill is not None:
             fields["queue_wait_ms"] = round(answer.fill.queue_wait * 1000, 2)
             fields["upstream_ms"] = round(answer.fill.upstream_time * 1000, 2)
             fields["attempts"] = answer.fill.attempts
             fields["outcome"] = answer.fill.outcome.value
-        return _entry_response(answer.entry, answer.cache.value, request_id, call.key)
+        return self._answer_response(answer, request_id, call)
 
 
 MEMO_SIZE: Final = 4096
@@ -230,15 +261,6 @@ class MemoCall:
 
 
 HANDLER: Final = web.AppKey("call_handler", CallHandler)
-
-
-def _entry_response(entry: Entry, cache: str, request_id: str, key: str) -> web.Response:
-    """The upstream's status and bytes, untouched, with the gateway's headers (one dict: the hit path's cost).
-    ``X-Cache-Key`` names the entry for the admin purge API."""
-    age = int(time.time() - entry.fetched_at)
-    return web.Response(body=entry.body, status=entry.status,
-                        headers={"Content-Type": entry.content_type, "X-Cache": cache,
-                                 "Age": str(age if age > 0 else 0), "X-Request-Id": request_id, "X-Cache-Key": key})
 
 
 def _from_http_exception(exc: web.HTTPException) -> RequestRejected:

@@ -88,7 +88,8 @@ async def test_miss_returns_none(cache: Cache) -> None:
     Entry(status=200, body="{\"Name\":\"Grüße, 你好 👋\"}".encode(), fetched_at=1_718_000_000.000_001),
     Entry(status=404, body=bytes(range(256)) * 3, fetched_at=0.1 + 0.2, content_type="application/octet-stream"),
     Entry(status=503, body=b"", fetched_at=1e-300, content_type=""),
-    Entry(status=200, body=b"\x00c1\x00", fetched_at=1_718_000_000.5, content_type="text/plain; charset=ü"),
+    Entry(status=200, body=b"\x00c2\x00", fetched_at=1_718_000_000.5, content_type="text/plain; charset=ü",
+          fresh_until=1_718_000_300.25, stale_until=float("inf")),
 ], ids=["json", "non-ascii", "binary", "empty", "header-like"])
 async def test_set_then_get_returns_an_equal_entry(cache: Cache, entry: Entry) -> None:
     await cache.set("k", entry, ttl=60)
@@ -266,9 +267,10 @@ def test_redis_ttl_rounds_up_to_whole_milliseconds(seconds: float, milliseconds:
     assert ttl_ms(seconds) == milliseconds
 
 
-@pytest.mark.parametrize("value", [b"", b"c", b"c2" + bytes(30), pack_entry(ENTRY)[:HEADER.size - 1],
-                                   HEADER.pack(MAGIC, 200, 1.0, 50) + b"short", HEADER.pack(MAGIC, 200, 1.0, 2)
-                                   + b"\xff\xfe" + b"body", b'{"status":200}'],
+@pytest.mark.parametrize("value", [b"", b"c", b"c1" + bytes(30), pack_entry(ENTRY)[:HEADER.size - 1],
+                                   HEADER.pack(MAGIC, 200, 1.0, 2.0, 3.0, 50) + b"short",
+                                   HEADER.pack(MAGIC, 200, 1.0, 2.0, 3.0, 2) + b"\xff\xfe" + b"body",
+                                   b'{"status":200}'],
                          ids=["empty", "one-byte", "other-version", "cut-header", "cut-type", "bad-utf8", "json"])
 async def test_redis_unreadable_value_is_a_miss(redis_cache: RedisCache, value: bytes) -> None:
     assert unpack_entry(value) is None

@@ -70,18 +70,6 @@ async def test_300_concurrent_identical_misses_make_one_call(gateway: TestServer
     assert counters(gateway).upstream_calls == 1
 
 
-async def test_business_errors_pass_through_and_are_not_cached(gateway: TestServer, session: aiohttp.ClientSession,
-                                                               sim: Sim) -> None:
-    target = f"/v1/{TEMPLATE}?CustSpaceId=99999999999999&Language=en_US&TemplateCode={SEED_TEMPLATE}"
-    first = await get(session, gateway, target)
-    second = await get(session, gateway, target)
-    for status, body, headers in (first, second):
-        assert status == 400 and orjson.loads(body)["Code"] == "Unknown.ResourceOwnerId"
-        assert headers["X-Cache"] == "MISS"
-        assert body == await sim.answer(orjson.loads(body)["RequestId"])
-    assert (await sim.stats())["calls"] == 2
-
-
 async def test_upstream_faults_are_retried_through_the_queue(make_gateway: GatewayFactory,
                                                              session: aiohttp.ClientSession, sim: Sim) -> None:
     gateway = await make_gateway(upstream_attempts=3)

@@ -66,27 +66,28 @@ async def test_queue_refuses_when_full_and_releases_slots() -> None:
     queue = UpstreamQueue("A", rate_per_second=1000, margin_s=0.0, bound=2)
     loop = asyncio.get_running_loop()
     grant = await queue.acquire(loop.time() + 5)
-    # The send slot is held until the grant is sent or released: two more wait, the next is refused.
-    waiters = [asyncio.create_task(queue.acquire(loop.time() + 5)) for _ in range(2)]
+    # The send slot is held until the grant is sent or released: one more holds the turn, waiting for it,
+    # two queue behind it (the tenant's bound), the next is refused.
+    waiters = [asyncio.create_task(queue.acquire(loop.time() + 5)) for _ in range(3)]
     await asyncio.sleep(0.01)
-    assert queue.waiting == 2
+    assert queue.waiting == 3
     with pytest.raises(Overloaded) as caught:
         await queue.acquire(loop.time() + 5)
     assert "full" in caught.value.message and queue.stats.refused_full == 1
+    other_tenant = asyncio.create_task(queue.acquire(loop.time() + 5, tenant="other"))  # its own bound
     grant.sent(loop.time())
-    second = await waiters[0]
-    second.release()
-    third = await waiters[1]
-    third.release()
-    third.release()  # idempotent
-    assert queue.stats.granted == 3
+    for waiter in asyncio.as_completed((*waiters, other_tenant)):  # each grant holds the next until released
+        granted = await waiter
+        granted.release()
+        granted.release()  # idempotent
+    assert queue.stats.granted == 5 and queue.waiting == 0
 
 
 async def test_queue_gives_up_at_the_deadline_without_granting() -> None:
     queue = UpstreamQueue("A", rate_per_second=1000, margin_s=0.0, bound=10)
     loop = asyncio.get_running_loop()
     held = await queue.acquire(loop.time() + 5)
-    queue.estimated_wait = lambda now: 0.0  # type: ignore[method-assign]
+    queue.estimated_wait = lambda *args: 0.0  # type: ignore[method-assign]
     queue._upstream_time = 0.0
     with pytest.raises(DeadlineExceeded):
         await queue.acquire(loop.time() + 0.02)
