@@ -22,6 +22,7 @@ from tests.support import Process, free_port, many_templates, start_cli
 
 TEMPLATE, WABA = "GetChatappTemplateDetail", "QueryChatappBindWaba"
 ADMIN_TOKEN = "replica-test-admin-token-0123456789"
+CALLBACK_TOKEN = "replica-test-callback-token-987654"
 BULK_SPACE = "77000000000001"
 
 
@@ -82,7 +83,7 @@ def replicas(redis_server: RedisServer | RedisClusterServers, sim_url: str, tmp_
     def start(count: int = 3, *extra: str) -> list[Process]:
         env = {"ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_ACCESS_KEY_ID,
                "ALIBABA_CLOUD_ACCESS_KEY_SECRET": DEMO_ACCESS_KEY_SECRET, "LOG_FORMAT": "console",
-               "PROXY_ADMIN_TOKEN": ADMIN_TOKEN}
+               "PROXY_ADMIN_TOKEN": ADMIN_TOKEN, "PROXY_CALLBACK_TOKEN": CALLBACK_TOKEN}
         for index in range(count):
             # Three replicas, the load generator and the simulator share two cores here: event-loop lag can
             # exceed the 0.25 s default Redis timeout and open the breaker spuriously, so allow 1 s.
@@ -370,3 +371,55 @@ def test_a_redis_that_refuses_scripts_runs_the_redis_down_policy_and_says_so(
         gateway.stop()
         server.kill()
         server.wait()
+
+
+@BOTH_REDIS
+def test_stale_entries_are_served_at_once_and_refreshed_once_across_three_replicas(replicas: Replicas,
+                                                                                   sim_url: str) -> None:
+    import time
+
+    put_json(f"{sim_url}/__sim/fixtures", many_templates(3))
+    gateways = replicas(3, "--ttl", f"{TEMPLATE}=2", "--stale-while-revalidate-s", "30")
+    code = f"{1:032x}"
+    target = f"/v1/{TEMPLATE}?CustSpaceId={BULK_SPACE}&Language=en_US&TemplateCode={code}"
+    assert [get(g, target)[0] for g in gateways] == ["MISS", "HIT", "HIT"]
+    requests.patch(f"{sim_url}/__sim/spaces/{BULK_SPACE}/templates/{code}/en_US", data=orjson.dumps(
+        {"Name": "renamed"}), timeout=5).raise_for_status()
+    time.sleep(2.1)  # the 2 s TTL passes: every replica's copy is stale
+    results = asyncio.run(spread([target] * 30, gateways))
+    for status, body, cache in results:
+        assert status == 200 and (cache, body["Data"]["Name"]) in {("STALE", "bulk_1"), ("HIT", "renamed")}
+    assert sum(1 for _, _, cache in results if cache == "STALE") >= 3
+    deadline = time.monotonic() + 10
+    for gateway in gateways:  # each replica's next request (once the refresh has landed) sees the new data
+        while True:
+            response = requests.get(gateway.url + target, timeout=10)
+            if response.json()["Data"]["Name"] == "renamed":
+                assert response.headers["X-Cache"] == "HIT"
+                break
+            assert time.monotonic() < deadline, "the refresh never reached this replica"
+            time.sleep(0.02)
+    assert sim_stats(sim_url, TEMPLATE)["calls"] == 2  # the first fill and exactly one refresh
+    assert sum(admin(g, "GET", "/admin/status")["counters"]["refreshes"] for g in gateways) == 1
+
+
+def test_an_audit_callback_purges_the_template_it_names_on_every_replica(replicas: Replicas, sim_url: str) -> None:
+    gateways = replicas(3)
+    space, code = "28251486512358", "744c4b5c79c9432497a075bdfca36bf5"
+    template = f"/v1/{TEMPLATE}?CustSpaceId={space}&Language=en_US&TemplateCode={code}"
+    waba_id = requests.get(gateways[0].url + f"/v1/{WABA}?CustSpaceId={space}", timeout=10).json()["Data"]["Id"]
+    first = [get(g, template) for g in gateways]
+    assert [cache for cache, _ in first] == ["MISS", "HIT", "HIT"]
+    counted = [invalidations(g) for g in gateways[1:]]
+    refused = requests.post(f"{gateways[0].url}/callbacks/cams/audit?token=wrong-token", timeout=5,
+                            data=b"[]")
+    assert refused.status_code == 401
+    response = requests.post(f"{gateways[0].url}/callbacks/cams/audit?token={CALLBACK_TOKEN}", timeout=5,
+                             data=orjson.dumps([{"WabaId": waba_id, "TemplateCode": code, "Language": "en_US",
+                                                 "AuditStatus": "pass", "Reason": ""}]))
+    assert response.status_code == 200 and response.json()["Purged"] == 1
+    wait_for_invalidations(gateways[1:], [n + 1 for n in counted])
+    after = [get(g, template) for g in (gateways[1], gateways[2], gateways[0])]
+    assert after[0][0] == "MISS" and after[0][1] != first[0][1]
+    assert after[1:] == [("HIT", after[0][1])] * 2
+    assert sim_stats(sim_url, TEMPLATE)["calls"] == 2
