@@ -63,6 +63,13 @@ def probability(raw: str) -> float:
     return value
 
 
+def fraction(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value < 0.5:
+        raise ValueError("must be a share of the TTL, 0 (off) up to 0.5")
+    return value
+
+
 def positive_float(raw: str) -> float:
     value = non_negative_float(raw)
     if value <= 0:
@@ -352,6 +359,7 @@ class GatewaySettings:
     negative_ttl_s: float = 30.0
     stale_while_revalidate_s: float = 60.0
     max_stale_s: float = 600.0
+    refresh_ahead_fraction: float = 0.1
     queue_bounds: Mapping[str, int] | None = None
     spacing_margin_ms: float = 20.0
     deadline_s: float = 10.0
@@ -459,6 +467,9 @@ GATEWAY_OPTIONS: Final = (
            "background refresh runs (0: off)", "S"),
     Option("max_stale_s", "--max-stale-s", "PROXY_MAX_STALE_S", non_negative_float, 600.0,
            "past its TTL an entry is still served when the upstream fails (stale-if-error); then dropped", "S"),
+    Option("refresh_ahead_fraction", "--refresh-ahead", "PROXY_REFRESH_AHEAD", fraction, 0.1,
+           "refresh keys hit during their TTL when this share of the TTL is left (1-30 s), with spare "
+           "capacity only (0: off)", "FRACTION"),
     Option("queue_bounds", "--queue-bound", "PROXY_QUEUE_BOUNDS", per_action(positive_int), None,
            f"most misses one tenant may have waiting for an upstream slot, ACTION=N; repeatable (default "
            f"{DEFAULT_QUEUE_BOUND})",

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
@@ -46,6 +46,9 @@ from proxy.tags import tags_for, waba_link
 from proxy.tasks import TaskOwner
 from proxy.upstream.client import UpstreamClient, UpstreamResponse
 from proxy.upstream.errors import Outcome, SendWindowMissed, UpstreamError, UpstreamTimeout, classify
+
+if TYPE_CHECKING:
+    from proxy.refresh import RefreshAhead
 
 log = get_logger("proxy.readthrough")
 
@@ -160,6 +163,8 @@ class ReadThrough:
         self._refreshing: dict[str, asyncio.Task[None]] = {}
         self._refresh_deadline = refresh_deadline_s
         self._max_refreshes = max_refreshes
+        #: Set by the app when refresh-ahead is on (`proxy.refresh`).
+        self.refresh_ahead: RefreshAhead | None = None
         self._endpoint = str(client.endpoint)
         self.counters = Counters()
 
@@ -186,10 +191,11 @@ class ReadThrough:
             state = self.freshness(found)
             if state is Freshness.FRESH:
                 self.counters.hits += 1
+                self.note_hit(key, spec, params, found)
                 return Answer(found, CacheStatus.HIT)
             if state is Freshness.STALE:
                 self.counters.stale_served += 1
-                self.revalidate(spec, params, key)
+                self.revalidate(spec, params, key, found.fresh_until)
                 return Answer(found, CacheStatus.STALE, stale_reason="stale-while-revalidate")
             fallback = found
         demand = Demand(tenant)
@@ -222,20 +228,26 @@ class ReadThrough:
             return Answer(fallback, CacheStatus.STALE, stale_reason="stale-if-error", failed_status=error.status)
         raise error from cause
 
-    def revalidate(self, spec: ActionSpec, params: Mapping[str, str], key: str) -> bool:
-        """Start one background refresh of ``key`` unless one (or a miss) is already under way here; the
-        fill lease makes it one across replicas. False when skipped."""
+    def note_hit(self, key: str, spec: ActionSpec, params: Mapping[str, str], entry: Entry) -> None:
+        """A fresh hit: plan this key's refresh-ahead (successes only; negative answers just expire)."""
+        if self.refresh_ahead is not None and 200 <= entry.status < 300:
+            self.refresh_ahead.note_hit(key, spec, params, entry.fetched_at, entry.fresh_until)
+
+    def revalidate(self, spec: ActionSpec, params: Mapping[str, str], key: str,
+                   stale_before: float) -> asyncio.Task[None] | None:
+        """Start one background refresh of ``key`` (an entry fresh until ``stale_before``) unless one (or a
+        miss) is already under way here; the fill lease makes it one across replicas. None when skipped."""
         if key in self._refreshing or self._flights.has(key):
-            return False
+            return None
         if len(self._refreshing) >= self._max_refreshes:
             self.counters.refreshes_skipped += 1
-            return False
-        task = self._owner.spawn(self._refresh(spec, dict(params), key), name=f"refresh:{key}")
+            return None
+        task = self._owner.spawn(self._refresh(spec, dict(params), key, stale_before), name=f"refresh:{key}")
         self._refreshing[key] = task
         task.add_done_callback(lambda _task: self._refreshing.pop(key, None))
-        return True
+        return task
 
-    async def _refresh(self, spec: ActionSpec, params: dict[str, str], key: str) -> None:
+    async def _refresh(self, spec: ActionSpec, params: dict[str, str], key: str, stale_before: float) -> None:
         deadline = asyncio.get_running_loop().time() + self._refresh_deadline
         demand = Demand(REFRESH_TENANT, Priority.REFRESH)
         try:
@@ -252,7 +264,7 @@ class ReadThrough:
                     self.counters.refreshes_skipped += 1
                     return
                 current = await self._lookup_shared(key)
-                if current is not None and self.freshness(current) is Freshness.FRESH:
+                if current is not None and current.fresh_until > stale_before:
                     await self._replicas.leases.release(key)  # refreshed elsewhere just now
                     self.counters.refreshes_skipped += 1
                     return

@@ -36,6 +36,7 @@ from proxy.logs import get_logger
 from proxy.nonces import NonceRegistry
 from proxy.purge import Purger
 from proxy.readthrough import Answer, ReadThrough
+from proxy.refresh import RefreshAhead, RefreshPlan, RefreshPolicy
 from proxy.replicas import ReplicaKit
 from proxy.tasks import TaskOwner
 from proxy.tenants import ANONYMOUS, TenantDirectory, TenantResolver, header_label, query_label
@@ -93,6 +94,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                                    replicas=kit.for_readthrough if kit else None, tags=tags,
                                    lifetimes=settings.lifetimes())
     app[PURGER] = Purger(cache, tags)
+    if settings.refresh_ahead_fraction > 0:
+        refresher = RefreshAhead(RefreshPlan(RefreshPolicy(fraction=settings.refresh_ahead_fraction)), queues,
+                                 app[READTHROUGH].revalidate, time.time)
+        app[READTHROUGH].refresh_ahead = refresher
+        owner.spawn(refresher.run(), name="refresh-ahead")
     app[TENANTS] = TenantResolver(app[DIRECTORY], NonceRegistry(ttl=2 * 900 + 60))
     app[HANDLER].bind(app[READTHROUGH], app[TENANTS], queues)
     try:
@@ -149,6 +155,7 @@ class CallHandler:
                 now = time.time()
                 if entry is not None and now < entry.fresh_until:
                     readthrough.counters.hits += 1
+                    readthrough.note_hit(call.key, call.spec, call.params, entry)
                     if self._access_log:
                         log.info("request", request_id=request_id, method=request.method, path=request.path,
                                  status=entry.status, duration_ms=round((time.monotonic() - started) * 1000, 2),

@@ -163,3 +163,20 @@ async def test_hits_and_misses_describe_the_upstream_budget(make_gateway: Gatewa
         assert headers["RateLimit-Policy"] == '"upstream";q=5;w=1'
         assert headers["RateLimit"].startswith('"upstream";r=') and ";t=" in headers["RateLimit"]
         assert int(headers["Age"]) >= 0 and headers["X-Cache-Key"].startswith(f"k1:{TEMPLATE}:")
+
+
+async def test_a_key_hit_during_its_ttl_is_refreshed_before_it_expires(make_gateway: GatewayFactory,
+                                                                       session: aiohttp.ClientSession,
+                                                                       sim: Sim) -> None:
+    await sim.fixtures(fixtures("v1"))
+    gateway = await make_gateway(ttls={TEMPLATE: 2.0}, refresh_ahead_fraction=0.4, stale_while_revalidate_s=0.0)
+    counters = gateway.app[READTHROUGH].counters
+    first = await get(session, gateway, template())
+    unread = await get(session, gateway, template(UNKNOWN))  # a negative answer is never refreshed ahead
+    assert (first[2]["X-Cache"], unread[2]["X-Cache"]) == ("MISS", "MISS")
+    assert (await get(session, gateway, template()))[2]["X-Cache"] == "HIT"  # hit during its TTL: planned
+    await sim.fixtures(fixtures("v2"))
+    await wait_for(lambda: counters.refreshes == 1)  # due 0.8 s before expiry (40 % of 2 s)
+    _, body, headers = await get(session, gateway, template())
+    assert headers["X-Cache"] == "HIT" and body["Data"]["Name"] == "v2" and status_ttl(headers) >= 1
+    assert await upstream_calls(sim) == 3  # two fills and one refresh; never a miss in between

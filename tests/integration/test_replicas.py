@@ -379,7 +379,7 @@ def test_stale_entries_are_served_at_once_and_refreshed_once_across_three_replic
     import time
 
     put_json(f"{sim_url}/__sim/fixtures", many_templates(3))
-    gateways = replicas(3, "--ttl", f"{TEMPLATE}=2", "--stale-while-revalidate-s", "30")
+    gateways = replicas(3, "--ttl", f"{TEMPLATE}=2", "--stale-while-revalidate-s", "30", "--refresh-ahead", "0")
     code = f"{1:032x}"
     target = f"/v1/{TEMPLATE}?CustSpaceId={BULK_SPACE}&Language=en_US&TemplateCode={code}"
     assert [get(g, target)[0] for g in gateways] == ["MISS", "HIT", "HIT"]
