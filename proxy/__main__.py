@@ -78,12 +78,19 @@ WORKER_ENV = "CAMS_PROXY_WORKER"
 def supervise_workers(settings: GatewaySettings, argv: Sequence[str], env: Mapping[str, str]) -> int:
     """``--workers N``: N gateway processes on one port (SO_REUSEPORT). Stops them all on SIGINT/SIGTERM
     or when one exits."""
+    import shutil
     import signal
     import subprocess
+    import tempfile
 
     from proxy.runner import bind
 
     log = get_logger("proxy.gateway")
+    # prometheus-client's multi-process mode: each worker writes its metrics under one folder and any worker's
+    # /metrics reads them all. The folder must be empty at start (stale files would count old processes).
+    metrics_dir = env.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="cams-proxy-metrics-")
+    own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in env
+    env = {**env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     port = settings.port
     if port == 0:
         probe = bind(settings.host, 0)
@@ -115,6 +122,8 @@ def supervise_workers(settings: GatewaySettings, argv: Sequence[str], env: Mappi
         stop()
         for child in children:
             status = status or (child.wait() or 0)
+        if own_metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return status
 
 

@@ -42,6 +42,7 @@ from proxy.freshness import Freshness, Lifetimes, store_seconds
 from proxy.keys import cache_key
 from proxy.leases import Leases, LeaseUnavailable
 from proxy.logs import get_logger
+from proxy.metrics import Metrics
 from proxy.tags import tags_for, waba_link
 from proxy.tasks import TaskOwner
 from proxy.upstream.client import UpstreamClient, UpstreamResponse
@@ -147,6 +148,7 @@ class ReadThrough:
         lifetimes: Lifetimes | None = None,
         refresh_deadline_s: float = 30.0,
         max_refreshes: int = 1000,
+        metrics: Metrics | None = None,
     ) -> None:
         self.cache = cache
         self._client = client
@@ -163,6 +165,7 @@ class ReadThrough:
         self._refreshing: dict[str, asyncio.Task[None]] = {}
         self._refresh_deadline = refresh_deadline_s
         self._max_refreshes = max_refreshes
+        self.metrics = metrics or Metrics()
         #: Set by the app when refresh-ahead is on (`proxy.refresh`).
         self.refresh_ahead: RefreshAhead | None = None
         self._endpoint = str(client.endpoint)
@@ -404,6 +407,7 @@ class ReadThrough:
                     raise
                 break  # a retry found no slot in time: answer with what the upstream last said
             queued_for += grant.granted_at - asked
+            self.metrics.observe_wait(spec.name, demand.priority, grant.granted_at - asked)
             try:
                 response = await self._client.call(spec.name, params, version=spec.version, on_sent=grant.sent,
                                                    send_by=grant.send_by)
@@ -417,6 +421,7 @@ class ReadThrough:
             except UpstreamError as exc:
                 self.counters.upstream_calls += 1
                 self.counters.upstream_no_answer += 1
+                self.metrics.count_upstream(spec.name, "no_answer", None)
                 last_error = exc
                 log.warning("upstream gave no answer", action=spec.name, attempt=attempt, error=str(exc))
                 continue
@@ -427,6 +432,7 @@ class ReadThrough:
             queue.observe_upstream_time(response.elapsed)
             last, last_error = response, None
             classified = classify(response.status, response.body)
+            self.metrics.count_upstream(spec.name, classified.outcome.value, response.elapsed)
             self.counters.outcomes[classified.outcome.value] = self.counters.outcomes.get(
                 classified.outcome.value, 0) + 1
             if classified.outcome is Outcome.THROTTLED:

@@ -57,6 +57,10 @@ class FairQueue(Generic[T]):
     def __contains__(self, item: T) -> bool:
         return item in self._where
 
+    def depth(self, priority: Priority) -> int:
+        """Calls queued at ``priority``, all tenants."""
+        return sum(len(queue) for queue in self._tiers[priority].queues.values())
+
     def waiting(self, tenant: str, priority: Priority = Priority.INTERACTIVE) -> int:
         queue = self._tiers[priority].queues.get(tenant)
         return len(queue) if queue else 0

@@ -87,6 +87,14 @@ class UpstreamQueue:
     def waiting(self) -> int:
         return len(self._fair) + (self._turn is not None)
 
+    def depths(self) -> dict[Priority, int]:
+        """Calls queued per priority (the one going through the spacing now not included)."""
+        return {priority: self._fair.depth(priority) for priority in Priority}
+
+    def use(self, now: float) -> float:
+        """Grants in the last second as a share of the cap."""
+        return sum(1 for granted in self._recent_grants if granted > now - 1.0) / self.rate
+
     def remaining(self, now: float) -> int:
         """Slots of the current 1-second window this queue has not granted (the ``RateLimit`` header's r)."""
         used = sum(1 for granted in self._recent_grants if granted > now - 1.0)

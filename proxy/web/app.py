@@ -30,9 +30,11 @@ from proxy.actions import ACTIONS, ActionSpec
 from proxy.admission.queue import UpstreamQueue
 from proxy.cache import Cache, CacheError, Entry, MemoryCache
 from proxy.cache.tagindex import MemoryTagIndex, RedisTagIndex, TagIndex
+from proxy.cache.tiered import TieredCache
 from proxy.config import GatewaySettings
 from proxy.errors import GatewayError, RequestRejected
 from proxy.logs import get_logger
+from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.nonces import NonceRegistry
 from proxy.purge import Purger
 from proxy.readthrough import Answer, ReadThrough
@@ -56,6 +58,7 @@ TENANTS: Final = web.AppKey("tenants", TenantResolver)
 QUEUES: Final = web.AppKey("queues", dict[str, UpstreamQueue])
 DIRECTORY: Final = web.AppKey("directory", TenantDirectory)
 REPLICA_KIT: Final[web.AppKey[ReplicaKit | None]] = web.AppKey("replica_kit")
+METRICS: Final = web.AppKey("metrics", Metrics)
 
 log = get_logger("proxy.access")
 
@@ -83,6 +86,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         for name in ACTIONS
     }
     app[QUEUES] = queues
+    metrics = app[METRICS] = Metrics(tenants=app[DIRECTORY].tenants)
+    for name, queue in queues.items():
+        metrics.budget_cap.labels(name).set(queue.rate)
     longest_kept = max(settings.ttl(name) for name in ACTIONS) + max(settings.max_stale_s,
                                                                       settings.stale_while_revalidate_s)
     retention = longest_kept + 60
@@ -92,7 +98,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                                    attempts=settings.upstream_attempts,
                                    access_key_id=lambda: settings.access_key_id or "", owner=owner,
                                    replicas=kit.for_readthrough if kit else None, tags=tags,
-                                   lifetimes=settings.lifetimes())
+                                   lifetimes=settings.lifetimes(), metrics=metrics)
     app[PURGER] = Purger(cache, tags)
     if settings.refresh_ahead_fraction > 0:
         refresher = RefreshAhead(RefreshPlan(RefreshPolicy(fraction=settings.refresh_ahead_fraction)), queues,
@@ -101,6 +107,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         owner.spawn(refresher.run(), name="refresh-ahead")
     app[TENANTS] = TenantResolver(app[DIRECTORY], NonceRegistry(ttl=2 * 900 + 60))
     app[HANDLER].bind(app[READTHROUGH], app[TENANTS], queues)
+    owner.spawn(_sample_metrics_every_second(app), name="metrics")
     try:
         yield
     finally:
@@ -155,6 +162,7 @@ class CallHandler:
                 now = time.time()
                 if entry is not None and now < entry.fresh_until:
                     readthrough.counters.hits += 1
+                    readthrough.metrics.count_request(call.spec.name, "HIT", entry.status, tenant)
                     readthrough.note_hit(call.key, call.spec, call.params, entry)
                     if self._access_log:
                         log.info("request", request_id=request_id, method=request.method, path=request.path,
@@ -174,6 +182,8 @@ class CallHandler:
         except Exception:
             log.exception("request failed", request_id=request_id)
             response = error_response(request_id, GatewayError("The gateway failed to handle the request."))
+        self._readthrough.metrics.count_request(fields.get("action", "invalid"), fields.get("cache", "ERROR"),
+                                                response.status, fields.get("tenant", ANONYMOUS))
         if self._access_log:
             log.info("request", request_id=request_id, method=request.method, path=request.path,
                      status=response.status, duration_ms=round((time.monotonic() - started) * 1000, 2), **fields)
@@ -283,6 +293,32 @@ async def not_found(request: web.Request) -> web.Response:
         status=404))
 
 
+def sample_metrics(app: web.Application) -> None:
+    """Refresh this process's gauges: queue depths, budget use, L1 size, Redis state."""
+    now = asyncio.get_running_loop().time()
+    queues = app[QUEUES]
+    kit = app[REPLICA_KIT]
+    cache = app[READTHROUGH].cache
+    l1 = cache.l1 if isinstance(cache, TieredCache) else cache if isinstance(cache, MemoryCache) else None
+    app[METRICS].sample({name: q.depths() for name, q in queues.items()},
+                        {name: q.use(now) for name, q in queues.items()},
+                        len(l1) if l1 is not None else None,
+                        kit.breaker.healthy if kit is not None else None)
+
+
+async def _sample_metrics_every_second(app: web.Application) -> None:
+    while True:
+        sample_metrics(app)
+        await asyncio.sleep(1.0)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus text format (every worker's, under ``--workers``)."""
+    sample_metrics(request.app)
+    body = await asyncio.to_thread(request.app[METRICS].exposition)  # multi-process mode reads files
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(body=b'{"status":"ok"}', content_type="application/json")
 
@@ -327,6 +363,7 @@ def create_app(settings: GatewaySettings, directory: TenantDirectory | None = No
     app.router.add_route("*", "/v1/{action}", handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
     AdminRoutes(settings.admin_token, settings.callback_token).install(app)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app

@@ -241,6 +241,11 @@ def test_workers_without_redis_split_the_cap(sim_url: str, tmp_path: Path) -> No
         stats = sim_stats(sim_url, WABA)
         assert stats["throttled"] == 0 and stats["max_in_any_1s"] <= 10
         assert supervisor.log.read_text().count("worker=") >= 2
+        for _ in range(4):  # whichever worker answers, /metrics covers both (prometheus multi-process mode)
+            text = requests.get(f"{gateway.url}/metrics", timeout=5).text
+            total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                        if line.startswith("cams_proxy_requests_total{"))
+            assert total == 60, text[:2000]
     finally:
         supervisor.stop()
 

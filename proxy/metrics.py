@@ -1,0 +1,110 @@
+"""Prometheus metrics (prometheus-client), in the ecosystem's conventions.
+
+| metric | type | labels |
+| --- | --- | --- |
+| ``cams_proxy_requests_total`` | counter | action, cache (HIT, STALE, MISS, COALESCED, ERROR), status, tenant |
+| ``cams_proxy_upstream_calls_total`` | counter | action, outcome (an `Outcome` value, or no_answer) |
+| ``cams_proxy_upstream_latency_seconds`` | histogram | action |
+| ``cams_proxy_queue_wait_seconds`` | histogram | action, priority (interactive, refresh, warm) |
+| ``cams_proxy_queue_depth`` | gauge | action, priority |
+| ``cams_proxy_budget_cap`` | gauge | action (calls/s) |
+| ``cams_proxy_budget_use_ratio`` | gauge | action (grants in the last second / cap) |
+| ``cams_proxy_redis_up`` | gauge | (1 shared, 0 degraded; absent without Redis) |
+| ``cams_proxy_l1_entries`` | gauge | (entries in the in-process cache) |
+
+Tenant labels are bounded: the tenants of the tenants file, ``anonymous``, else ``other``. No label ever
+holds a secret (labels are actions, outcomes, statuses and configured tenant names).
+
+Under ``--workers N`` the supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` for its workers and `/metrics`
+answers from prometheus-client's multi-process collector, so any worker's scrape covers all of them.
+Gauges are refreshed by each process once a second (`Metrics.sample`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Collection, Mapping
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from proxy.admission.fair import Priority
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+OTHER: Final = "other"
+WAIT_BUCKETS: Final = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+LATENCY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    def __init__(self, tenants: Collection[str] = (), registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self._tenants = frozenset(tenants) | {"anonymous"}
+        r = self.registry
+        self.requests = Counter("cams_proxy_requests", "Gateway answers", ["action", "cache", "status", "tenant"],
+                                registry=r)
+        self.upstream_calls = Counter("cams_proxy_upstream_calls", "Upstream calls by outcome",
+                                      ["action", "outcome"], registry=r)
+        self.upstream_latency = Histogram("cams_proxy_upstream_latency_seconds", "Upstream answer time",
+                                          ["action"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_wait = Histogram("cams_proxy_queue_wait_seconds", "Time a miss waited for an upstream slot",
+                                    ["action", "priority"], buckets=WAIT_BUCKETS, registry=r)
+        self.queue_depth = Gauge("cams_proxy_queue_depth", "Calls waiting for an upstream slot",
+                                 ["action", "priority"], registry=r, multiprocess_mode="livesum")
+        self.budget_cap = Gauge("cams_proxy_budget_cap", "Upstream cap, calls per second", ["action"],
+                                registry=r, multiprocess_mode="max")
+        self.budget_use = Gauge("cams_proxy_budget_use_ratio", "Upstream grants in the last second over the cap",
+                                ["action"], registry=r, multiprocess_mode="livesum")
+        self.redis_up = Gauge("cams_proxy_redis_up", "1: Redis and the shared budget in use; 0: degraded",
+                              registry=r, multiprocess_mode="livemin")
+        self.l1_entries = Gauge("cams_proxy_l1_entries", "Entries in the in-process cache", registry=r,
+                                multiprocess_mode="livesum")
+        self._request_children: dict[tuple[str, str, int, str], Callable[[], None]] = {}
+
+    def tenant(self, name: str) -> str:
+        """The label for a tenant: configured ones by name, every other one as ``other`` (bounded)."""
+        return name if name in self._tenants else OTHER
+
+    def count_request(self, action: str, cache: str, status: int, tenant: str) -> None:
+        """One answered call (a labelled child is cached per label set: this runs on every hit)."""
+        key = (action, cache, status, tenant)
+        inc = self._request_children.get(key)
+        if inc is None:
+            inc = self.requests.labels(action, cache, str(status), self.tenant(tenant)).inc
+            self._request_children[key] = inc
+        inc()
+
+    def count_upstream(self, action: str, outcome: str, seconds: float | None) -> None:
+        self.upstream_calls.labels(action, outcome).inc()
+        if seconds is not None:
+            self.upstream_latency.labels(action).observe(seconds)
+
+    def observe_wait(self, action: str, priority: Priority, seconds: float) -> None:
+        self.queue_wait.labels(action, priority.name.lower()).observe(seconds)
+
+    def sample(self, depths: Mapping[str, Mapping[Priority, int]], use: Mapping[str, float], l1: int | None,
+               redis_up: bool | None) -> None:
+        """Refresh this process's gauges (called once a second and before each scrape)."""
+        for action, by_priority in depths.items():
+            for priority in Priority:
+                self.queue_depth.labels(action, priority.name.lower()).set(by_priority.get(priority, 0))
+        for action, ratio in use.items():
+            self.budget_use.labels(action).set(ratio)
+        if l1 is not None:
+            self.l1_entries.set(l1)
+        if redis_up is not None:
+            self.redis_up.set(1 if redis_up else 0)
+
+    def exposition(self) -> bytes:
+        """The text format of every metric (of every worker, under multi-process mode)."""
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
