@@ -24,6 +24,8 @@ misses) to check the harness in well under a minute and a half; it writes its re
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import platform
 import re
@@ -122,25 +124,49 @@ def _redis_version() -> str:
     return match.group(1) if match else out.strip() or "unknown"
 
 
-def _source() -> str:
-    """The commit measured, and whether the code on disk differed from it (the gateway runs what is on disk)."""
+@dataclass(frozen=True)
+class Source:
+    """The code a run measured: the commit, how many paths under ``proxy/`` and ``bench/`` differed from it,
+    and a digest of those files' contents as on disk (every process runs what is on disk when it starts)."""
+
+    head: str
+    changed: int
+    digest: str
+
+    def describe(self) -> str:
+        if not self.head:
+            return "not a git checkout"
+        if not self.changed:
+            return f"git {self.head}, `proxy/` and `bench/` as committed"
+        return f"git {self.head} **plus uncommitted changes** in {self.changed} paths under `proxy/` and `bench/`"
+
+
+def source_state() -> Source:
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], capture_output=True, text=True, check=False, cwd=ROOT).stdout
         except OSError:
             return ""
 
-    head = git("rev-parse", "--short", "HEAD").strip()
-    if not head:
-        return "not a git checkout"
+    digest = hashlib.sha256()
+    for path in sorted((*ROOT.glob("proxy/**/*.py"), *ROOT.glob("bench/**/*.py"), *ROOT.glob("proxy/**/*.json"))):
+        digest.update(str(path.relative_to(ROOT)).encode())
+        with contextlib.suppress(OSError):
+            digest.update(path.read_bytes())
     changed = [line for line in git("status", "--porcelain", "--", "proxy", "bench").splitlines() if line.strip()]
-    if not changed:
-        return f"git {head}, `proxy/` and `bench/` as committed"
-    return (f"git {head} **plus uncommitted changes** in {len(changed)} paths under `proxy/` and `bench/` "
-            "(measured as on disk)")
+    return Source(git("rev-parse", "--short", "HEAD").strip(), len(changed), digest.hexdigest())
 
 
-def machine() -> list[tuple[str, str]]:
+def source_row(before: Source, after: Source) -> str:
+    """The ``source`` row: the code at the start, and a plain warning when it changed before the end."""
+    if before.digest == after.digest and before.head == after.head:
+        return before.describe() + " (measured as on disk; unchanged from start to end of the run)"
+    return (f"at the start {before.describe()}; **the code on disk changed during the run** (at the end "
+            f"{after.describe()}), so processes started later (profiles, miss path) may have run newer code than "
+            "the hit path")
+
+
+def machine(source: str) -> list[tuple[str, str]]:
     import redis
 
     from proxy import __version__
@@ -158,7 +184,7 @@ def machine() -> list[tuple[str, str]]:
         ("redis-server", _redis_version()),
         ("wrk", wrk_version()),
         ("cams-proxy", __version__),
-        ("source", _source()),
+        ("source", source),
     ]
 
 
@@ -723,7 +749,8 @@ def commands_section(hit: HitRun, profiles: dict[str, Profiled], single: MissRun
 
 
 def report(started: datetime, elapsed: float, load: tuple[float, float], signing: SigningResult, hit: HitRun,
-           profiles: dict[str, Profiled], single: MissRun, replicas: MissRun, simulator: str) -> str:
+           profiles: dict[str, Profiled], single: MissRun, replicas: MissRun, simulator: str,
+           source: tuple[Source, Source]) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -734,7 +761,7 @@ def report(started: datetime, elapsed: float, load: tuple[float, float], signing
         "",
         "| | |",
         "| --- | --- |",
-        *(f"| {name} | {value} |" for name, value in machine()),
+        *(f"| {name} | {value} |" for name, value in machine(source_row(*source))),
         "",
         *reading(hit, profiles, single, replicas),
         *hit_section(hit),
@@ -746,6 +773,8 @@ def report(started: datetime, elapsed: float, load: tuple[float, float], signing
     warnings = []
     if QUICK:
         warnings.append("**BENCH_QUICK=1: a shortened run to check the harness; its numbers are not for reading.**")
+    if source[0] != source[1]:
+        warnings.append("**Warning: the code on disk changed during this run (see `source`).**")
     if not hit.clean:
         warnings.append("**Warning: some wrk rounds saw non-2xx answers or socket errors (see the rounds).**")
     for warning in reversed(warnings):
@@ -783,6 +812,7 @@ def main() -> None:
         signal.signal(sig, _stop_on_signal)
     ensure_wrk()
     started, clock, load_before = datetime.now(UTC), time.monotonic(), os.getloadavg()[0]
+    source_before = source_state()
     print("signing ...", flush=True)
     signing = run_signing()
     with tempfile.TemporaryDirectory(prefix="cams-bench-") as tmp, Procs(Path(tmp)) as procs:
@@ -809,8 +839,11 @@ def main() -> None:
                          else f"exited with {code}")
                 print(f"--- {proc.name} (pid {proc.pid}, {state}): {proc.command}\n{proc.log_tail()}", file=sys.stderr)
             raise
+    source_after = source_state()
     text = report(started, time.monotonic() - clock, (load_before, os.getloadavg()[0]), signing, hit, profiles,
-                  single, replicas, simulator_command)
+                  single, replicas, simulator_command, (source_before, source_after))
+    if source_after != source_before:
+        print("WARNING: the code on disk changed during the run; docs say so", file=sys.stderr)
     out = Path(tempfile.gettempdir()) / "cams-bench-quick.md" if QUICK else ROOT / "docs" / "benchmarks.md"
     out.write_text(text)
     print()
