@@ -155,7 +155,8 @@ def run_gateway(settings: GatewaySettings, worker: int | None = None) -> None:
             worker=worker,
         )
 
-    asyncio.run(serve_forever(app, sock, ready, runner_factory=runner_for))
+    asyncio.run(serve_forever(app, sock, ready, runner_factory=runner_for, grace_s=settings.shutdown_grace_s))
+    log.info("gateway stopped", worker=worker)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

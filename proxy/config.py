@@ -373,6 +373,7 @@ class GatewaySettings:
     lease_ttl_s: float = 2.0
     redis_timeout_s: float = 0.25
     workers: int = 1
+    shutdown_grace_s: float = 20.0
     admin_token: Secret | None = None
     callback_token: Secret | None = None
     log_level: str = "info"
@@ -498,6 +499,8 @@ GATEWAY_OPTIONS: Final = (
            "with Redis: connect and reply timeout of one Redis command", "S"),
     Option("workers", "--workers", "PROXY_WORKERS", positive_int, 1,
            "processes sharing the port (SO_REUSEPORT); without Redis each takes floor(cap / N)", "N"),
+    Option("shutdown_grace_s", "--shutdown-grace-s", "PROXY_SHUTDOWN_GRACE_S", positive_float, 20.0,
+           "on SIGTERM: queued misses are answered 503 + Retry-After at once; calls in flight get this long", "S"),
     Option("admin_token", None, "PROXY_ADMIN_TOKEN", _secret, None,
            "bearer token of the admin API (/admin/...; unset: the admin API is off); never a tenant's token",
            secret=True),

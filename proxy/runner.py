@@ -26,11 +26,12 @@ def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
 
 
 async def serve_forever(app: web.Application, sock: socket.socket, on_ready: Callable[[], None],
-                        runner_factory: Callable[..., web.AppRunner] = web.AppRunner) -> None:
-    """Serve ``app`` on ``sock``; call ``on_ready`` once listening; stop cleanly on SIGINT/SIGTERM."""
-    runner = runner_factory(app, access_log=None, handle_signals=False)
+                        runner_factory: Callable[..., web.AppRunner] = web.AppRunner, grace_s: float = 5.0) -> None:
+    """Serve ``app`` on ``sock``; call ``on_ready`` once listening; on SIGINT/SIGTERM stop cleanly: stop
+    accepting, run the app's on_shutdown hooks, wait up to ``grace_s`` for requests in progress, then clean up."""
+    runner = runner_factory(app, access_log=None, handle_signals=False, shutdown_timeout=grace_s)
     await runner.setup()
-    site = web.SockSite(runner, sock, shutdown_timeout=5.0)
+    site = web.SockSite(runner, sock)
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -74,6 +74,7 @@ class UpstreamQueue:
         self._limiter = AsyncLimiter(1, self.interval)
         self._fair: FairQueue[asyncio.Future[None]] = FairQueue(weight, bound)
         self._turn: asyncio.Future[None] | None = None  # the waiter going through the spacing now
+        self._closed: str | None = None  # why the queue refuses everything (shutting down)
         self._recent_grants: deque[float] = deque(maxlen=max(1, rate_per_second))
         self._last_grant: float | None = None
         self._last_sent: float | None = None
@@ -132,14 +133,27 @@ class UpstreamQueue:
             self._turn = None
             self._pass_turn()
 
+    def close(self, reason: str, retry_after_s: float = 1.0) -> int:
+        """Refuse every queued call now, and every later one, with `Overloaded` (graceful shutdown: each gets
+        an answer that says why and when to retry; calls already granted go on). Returns how many were queued."""
+        self._closed = reason
+        refused = 0
+        while (ticket := self._fair.pop()) is not None:
+            if not ticket.done():
+                ticket.set_exception(Overloaded(reason, retry_after_s))
+                refused += 1
+        return refused
+
     async def acquire(self, deadline: float, tenant: str = "anonymous",
                       priority: Priority = Priority.INTERACTIVE) -> Grant:
         """Wait for an upstream slot; the caller must send at once and then call ``grant.sent(at)``
         (or ``grant.release()`` if nothing was sent).
 
-        ``deadline`` is in event-loop time. Raises `Overloaded` (refused at once) or
+        ``deadline`` is in event-loop time. Raises `Overloaded` (refused at once, or when the queue closes) or
         `DeadlineExceeded` (gave up while queued).
         """
+        if self._closed is not None:
+            raise Overloaded(self._closed, 1.0)
         loop = asyncio.get_running_loop()
         now = loop.time()
         wait = self.estimated_wait(now, tenant, priority)

@@ -293,6 +293,15 @@ async def not_found(request: web.Request) -> web.Response:
         status=404))
 
 
+async def drain(app: web.Application) -> None:
+    """Shutdown, first step (the listener is already closed): refuse what still waits in the queues with a
+    503 and Retry-After, so every queued request gets an answer now; calls already granted finish within
+    the grace period, then the resources close (leases released, Redis and the session closed)."""
+    refused = {name: queue.close("The gateway is shutting down; retry (another replica will answer).")
+               for name, queue in app[QUEUES].items()}
+    log.info("shutting down: queued misses refused with Retry-After, calls in flight finish", refused=refused)
+
+
 def sample_metrics(app: web.Application) -> None:
     """Refresh this process's gauges: queue depths, budget use, L1 size, Redis state."""
     now = asyncio.get_running_loop().time()
@@ -355,6 +364,7 @@ def create_app(settings: GatewaySettings, directory: TenantDirectory | None = No
     if settings.admin_token is not None and app[DIRECTORY].knows_token(settings.admin_token.reveal()):
         raise ValueError("PROXY_ADMIN_TOKEN is also a tenant's token: the admin token must be its own")
     app.cleanup_ctx.append(_resources)
+    app.on_shutdown.append(drain)
     app[HANDLER] = CallHandler(app, access_log=settings.log_level in {"debug", "info"})
     handler = app[HANDLER].handle
     app.router.add_route("*", "/", handler)

@@ -95,7 +95,7 @@ def test_readme_configuration_tables_are_generated_from_the_option_tables() -> N
 
     readme = (ROOT / "README.md").read_text()
     for options in (SIMULATOR_OPTIONS, GATEWAY_OPTIONS):
-        assert options_table(options) in readme, "regenerate the README table with proxy.config.options_table"
+        assert options_table(options) in readme, "regenerate the README tables: python scripts/config-tables.py"
 
 
 def test_serve_without_a_key_refuses_to_start_and_says_why() -> None:

@@ -1,0 +1,33 @@
+"""Rewrite the README's two configuration tables from the option tables in proxy/config.py.
+
+    .venv/bin/python scripts/config-tables.py        (a test fails when the README drifts)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from proxy.config import GATEWAY_OPTIONS, SIMULATOR_OPTIONS, options_table
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def main() -> None:
+    lines = README.read_text().split("\n")
+    for options, marker in ((GATEWAY_OPTIONS, "| `--redis-url` |"), (SIMULATOR_OPTIONS, "| `--latency-ms` |")):
+        row = next(i for i, line in enumerate(lines) if line.startswith(marker))
+        start = row
+        while lines[start - 1].startswith("|"):
+            start -= 1
+        end = row
+        while end < len(lines) and lines[end].startswith("|"):
+            end += 1
+        lines[start:end] = options_table(options).rstrip("\n").split("\n")
+    README.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
