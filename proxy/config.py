@@ -374,6 +374,7 @@ class GatewaySettings:
     redis_timeout_s: float = 0.25
     workers: int = 1
     shutdown_grace_s: float = 20.0
+    budget_mode: str = "enforce"
     admin_token: Secret | None = None
     callback_token: Secret | None = None
     log_level: str = "info"
@@ -499,6 +500,9 @@ GATEWAY_OPTIONS: Final = (
            "with Redis: connect and reply timeout of one Redis command", "S"),
     Option("workers", "--workers", "PROXY_WORKERS", positive_int, 1,
            "processes sharing the port (SO_REUSEPORT); without Redis each takes floor(cap / N)", "N"),
+    Option("budget_mode", "--budget-mode", "PROXY_BUDGET_MODE", choice(("enforce", "shadow")), "enforce",
+           "shadow: never wait or refuse for the budget, only count what enforcing would do (for trying new caps; "
+           "the upstream may throttle)", "MODE"),
     Option("shutdown_grace_s", "--shutdown-grace-s", "PROXY_SHUTDOWN_GRACE_S", positive_float, 20.0,
            "on SIGTERM: queued misses are answered 503 + Retry-After at once; calls in flight get this long", "S"),
     Option("admin_token", None, "PROXY_ADMIN_TOKEN", _secret, None,

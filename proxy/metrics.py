@@ -9,6 +9,7 @@
 | ``cams_proxy_queue_depth`` | gauge | action, priority |
 | ``cams_proxy_budget_cap`` | gauge | action (calls/s) |
 | ``cams_proxy_budget_use_ratio`` | gauge | action (grants in the last second / cap) |
+| ``cams_proxy_budget_shadow_decisions`` | gauge (a count) | action, decision (granted, delayed, refused): shadow mode |
 | ``cams_proxy_redis_up`` | gauge | (1 shared, 0 degraded; absent without Redis) |
 | ``cams_proxy_l1_entries`` | gauge | (entries in the in-process cache) |
 
@@ -60,6 +61,8 @@ class Metrics:
                                 registry=r, multiprocess_mode="max")
         self.budget_use = Gauge("cams_proxy_budget_use_ratio", "Upstream grants in the last second over the cap",
                                 ["action"], registry=r, multiprocess_mode="livesum")
+        self.budget_shadow = Gauge("cams_proxy_budget_shadow_decisions", "Shadow mode: what enforcing would have done",
+                                   ["action", "decision"], registry=r, multiprocess_mode="livesum")
         self.redis_up = Gauge("cams_proxy_redis_up", "1: Redis and the shared budget in use; 0: degraded",
                               registry=r, multiprocess_mode="livemin")
         self.l1_entries = Gauge("cams_proxy_l1_entries", "Entries in the in-process cache", registry=r,
@@ -88,8 +91,11 @@ class Metrics:
         self.queue_wait.labels(action, priority.name.lower()).observe(seconds)
 
     def sample(self, depths: Mapping[str, Mapping[Priority, int]], use: Mapping[str, float], l1: int | None,
-               redis_up: bool | None) -> None:
+               redis_up: bool | None, shadow: Mapping[str, Mapping[str, int]] | None = None) -> None:
         """Refresh this process's gauges (called once a second and before each scrape)."""
+        for action, decisions in (shadow or {}).items():
+            for decision, count in decisions.items():
+                self.budget_shadow.labels(action, decision).set(count)
         for action, by_priority in depths.items():
             for priority in Priority:
                 self.queue_depth.labels(action, priority.name.lower()).set(by_priority.get(priority, 0))

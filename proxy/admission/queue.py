@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from aiolimiter import AsyncLimiter
@@ -57,6 +57,8 @@ class QueueStats:
     refused_deadline: int = 0
     expired: int = 0
     max_send_delay: float = 0.0
+    #: Shadow mode: what enforcing would have done (granted at once, made to wait, refused).
+    shadow: dict[str, int] = field(default_factory=lambda: {"granted": 0, "delayed": 0, "refused": 0})
 
     def record_send_delay(self, delay: float) -> None:
         self.max_send_delay = max(self.max_send_delay, delay)
@@ -64,7 +66,8 @@ class QueueStats:
 
 class UpstreamQueue:
     def __init__(self, action: str, rate_per_second: int, margin_s: float, bound: int,
-                 coordinator: Coordinator | None = None, weight: Callable[[str], float] = lambda tenant: 1.0) -> None:
+                 coordinator: Coordinator | None = None, weight: Callable[[str], float] = lambda tenant: 1.0,
+                 shadow: bool = False) -> None:
         self.action = action
         self.coordinator = coordinator
         self.rate = rate_per_second
@@ -75,6 +78,8 @@ class UpstreamQueue:
         self._fair: FairQueue[asyncio.Future[None]] = FairQueue(weight, bound)
         self._turn: asyncio.Future[None] | None = None  # the waiter going through the spacing now
         self._closed: str | None = None  # why the queue refuses everything (shutting down)
+        self.shadow = shadow
+        self._shadow_next = 0.0  # shadow mode: when the enforced budget would next grant (GCRA, no burst)
         self._recent_grants: deque[float] = deque(maxlen=max(1, rate_per_second))
         self._last_grant: float | None = None
         self._last_sent: float | None = None
@@ -155,6 +160,8 @@ class UpstreamQueue:
         if self._closed is not None:
             raise Overloaded(self._closed, 1.0)
         loop = asyncio.get_running_loop()
+        if self.shadow:
+            return self._shadow_grant(loop.time(), deadline)
         now = loop.time()
         wait = self.estimated_wait(now, tenant, priority)
         grant_by = deadline - self._upstream_time
@@ -209,6 +216,23 @@ class UpstreamQueue:
         self._last_grant = granted
         self.stats.granted += 1
         return Grant(self, granted, send_by)
+
+    def _shadow_grant(self, now: float, deadline: float) -> Grant:
+        """``--budget-mode shadow``: grant at once, and count what the enforced budget would have done with
+        this call (a virtual GCRA clock at this queue's spacing): granted now, delayed, or refused because the
+        delay would not fit the deadline. Nothing waits, so the upstream may throttle: a mode for trying caps."""
+        slot = max(self._shadow_next, now)
+        wait = slot - now
+        if now + wait > deadline - self._upstream_time:
+            self.stats.shadow["refused"] += 1  # a refused call takes no slot
+        else:
+            self.stats.shadow["delayed" if wait > 0 else "granted"] += 1
+            self._shadow_next = slot + self.interval
+        self.stats.granted += 1
+        self._recent_grants.append(now)
+        grant = Grant(self, now)
+        grant._done = True  # no send slot is held in shadow mode
+        return grant
 
     def _sent(self, grant: Grant, at: float) -> None:
         self._last_sent = at if self._last_sent is None else max(self._last_sent, at)

@@ -82,7 +82,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     client = UpstreamClient(session, settings.upstream, settings.credentials, timeout=settings.upstream_timeout_s)
     queues = {
         name: UpstreamQueue(name, settings.local_cap(name), margin, settings.queue_bound(name),
-                            coordinator=kit.coordinator if kit else None, weight=app[DIRECTORY].weight)
+                            coordinator=kit.coordinator if kit else None, weight=app[DIRECTORY].weight,
+                            shadow=settings.budget_mode == "shadow")
         for name in ACTIONS
     }
     app[QUEUES] = queues
@@ -312,7 +313,8 @@ def sample_metrics(app: web.Application) -> None:
     app[METRICS].sample({name: q.depths() for name, q in queues.items()},
                         {name: q.use(now) for name, q in queues.items()},
                         len(l1) if l1 is not None else None,
-                        kit.breaker.healthy if kit is not None else None)
+                        kit.breaker.healthy if kit is not None else None,
+                        {name: q.stats.shadow for name, q in queues.items() if q.shadow})
 
 
 async def _sample_metrics_every_second(app: web.Application) -> None:

@@ -137,3 +137,19 @@ async def test_bad_client_deadline_header_is_rejected(make_gateway: GatewayFacto
     gateway = await make_gateway()
     status, body, _ = await call(session, gateway, template_target(1), {"X-Request-Timeout-Ms": "soon"})
     assert status == 400 and body["Code"] == "InvalidParameter.X-Request-Timeout-Ms"
+
+
+async def test_shadow_mode_enforces_nothing_and_counts_what_enforcing_would_do(make_gateway: GatewayFactory,
+                                                                               session: aiohttp.ClientSession,
+                                                                               sim: Sim) -> None:
+    await sim.fixtures(many_templates(5))
+    gateway = await make_gateway(budget_mode="shadow", caps={TEMPLATE: 2}, deadline_s=10.0)
+    results = await asyncio.gather(*(call(session, gateway, template_target(i)) for i in range(5)))
+    assert [status for status, _, _ in results] == [200] * 5
+    stats = await sim.stats(TEMPLATE)
+    assert stats["calls"] == 5 and stats["max_in_any_1s"] == 5  # not held back: 5 went out in one second
+    shadow = gateway.app[QUEUES][TEMPLATE].stats.shadow
+    assert shadow == {"granted": 1, "delayed": 4, "refused": 0}  # at 2/s the enforced budget would have spaced them
+    async with session.get(str(gateway.make_url("/metrics"))) as response:
+        text = await response.text()
+    assert 'cams_proxy_budget_shadow_decisions{action="GetChatappTemplateDetail",decision="delayed"} 4.0' in text
