@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET and (STS) ALIBABA_CLOUD_SECURITY_TOKEN.",
     )
     add_options(serve, GATEWAY_OPTIONS)
+    from proxy.operator import add_operator_commands
+
+    add_operator_commands(commands)
     return parser
 
 
@@ -162,6 +165,10 @@ def run_gateway(settings: GatewaySettings, worker: int | None = None) -> None:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     env = default_environ() if environ is None else environ
     args = build_parser().parse_args(argv)
+    if args.command in ("warm", "purge", "status"):
+        from proxy.operator import run_operator_command
+
+        return run_operator_command(args, env)
     try:
         if args.command == "simulate":
             settings = SimulatorSettings.from_sources(args, env)

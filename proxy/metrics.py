@@ -82,6 +82,17 @@ class Metrics:
             self._request_children[key] = inc
         inc()
 
+    def requests_by_tenant(self) -> dict[str, dict[str, int]]:
+        """This process's answers per tenant label and cache outcome (for the status view)."""
+        found: dict[str, dict[str, int]] = {}
+        for family in self.requests.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    by_cache = found.setdefault(sample.labels["tenant"], {})
+                    cache = sample.labels["cache"]
+                    by_cache[cache] = by_cache.get(cache, 0) + int(sample.value)
+        return found
+
     def count_upstream(self, action: str, outcome: str, seconds: float | None) -> None:
         self.upstream_calls.labels(action, outcome).inc()
         if seconds is not None:

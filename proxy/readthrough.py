@@ -182,7 +182,8 @@ class ReadThrough:
         return self.lifetimes.freshness(entry.fresh_until, entry.stale_until, self._wall())
 
     async def fetch(self, spec: ActionSpec, params: Mapping[str, str], deadline: float, *, key: str | None = None,
-                    found: Entry | None = None, looked_up: bool = False, tenant: str = "anonymous") -> Answer:
+                    found: Entry | None = None, looked_up: bool = False, tenant: str = "anonymous",
+                    priority: Priority = Priority.INTERACTIVE) -> Answer:
         """The answer for one validated call; raises `GatewayError` when there is none to give.
 
         ``looked_up``: the caller already read the cache under ``key`` and found ``found`` (or nothing)."""
@@ -201,7 +202,7 @@ class ReadThrough:
                 self.revalidate(spec, params, key, found.fresh_until)
                 return Answer(found, CacheStatus.STALE, stale_reason="stale-while-revalidate")
             fallback = found
-        demand = Demand(tenant)
+        demand = Demand(tenant, priority)
         flight, leader = self._flights.join(key, lambda: self._flight(spec, dict(params), key, deadline, demand))
         if leader:
             self.counters.misses += 1

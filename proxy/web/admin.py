@@ -14,6 +14,7 @@ Errors are in the upstream's shape; nothing here costs upstream quota.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Mapping
 from typing import Any, Final
@@ -185,11 +186,21 @@ def status_document(app: web.Application) -> dict[str, Any]:
     elif hasattr(cache, "__len__"):
         tiers["entries"] = len(cache)  # type: ignore[arg-type]
     kit = app[REPLICA_KIT]
+    now = asyncio.get_running_loop().time()
+    queues: dict[str, Any] = {}
+    for name, queue in app[QUEUES].items():
+        queues[name] = {"waiting": queue.waiting, "granted": queue.stats.granted, "cap": queue.rate,
+                        "use": round(queue.use(now), 3),
+                        "depth": {priority.name.lower(): n for priority, n in queue.depths().items()},
+                        "refused": queue.stats.refused_full + queue.stats.refused_deadline,
+                        "mode": "shadow" if queue.shadow else "enforce"}
+        if queue.shadow:
+            queues[name]["shadow"] = dict(queue.stats.shadow)
     document: dict[str, Any] = {
         "counters": dataclasses.asdict(readthrough.counters),
         "cache": tiers,
-        "queues": {name: {"waiting": queue.waiting, "granted": queue.stats.granted,
-                          "cap": queue.rate} for name, queue in app[QUEUES].items()},
+        "queues": queues,
+        "tenants": readthrough.metrics.requests_by_tenant(),
         "actions": sorted(ACTIONS),
     }
     if kit is not None:

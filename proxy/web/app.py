@@ -45,7 +45,7 @@ from proxy.tenants import ANONYMOUS, TenantDirectory, TenantResolver, header_lab
 from proxy.upstream.client import UpstreamClient, create_session
 from proxy.web.admin import PURGER, AdminRoutes
 from proxy.web.calls import deadline_seconds as request_deadline
-from proxy.web.calls import parse_call
+from proxy.web.calls import parse_call, priority_of
 from proxy.web.headers import age, cache_status, hit_status, rate_limit, rate_limit_policy
 from proxy.web.rendering import error_response, new_request_id, request_id_for
 
@@ -256,7 +256,7 @@ class CallHandler:
         budget = request_deadline(request, app[SETTINGS].deadline_s)
         answer = await readthrough.fetch(call.spec, call.params, loop.time() + budget, key=call.key,
                                          found=found[0] if found else None, looked_up=found is not None,
-                                         tenant=fields["tenant"])
+                                         tenant=fields["tenant"], priority=priority_of(request))
         fields["cache"] = answer.cache.value
         if answer.fill is not None:
             fields["queue_wait_ms"] = round(answer.fill.queue_wait * 1000, 2)

@@ -18,12 +18,14 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from proxy.actions import ActionSpec
+from proxy.admission.fair import Priority
 from proxy.errors import RequestRejected
 from proxy.tenants import CallerView
 from proxy.validation import resolve_action, validate
 
 FORM_TYPE: Final = "application/x-www-form-urlencoded"
 DEADLINE_HEADER: Final = "X-Request-Timeout-Ms"
+PRIORITY_HEADER: Final = "X-Proxy-Priority"
 
 
 @dataclass(frozen=True)
@@ -83,3 +85,14 @@ def deadline_seconds(request: web.Request, default: float) -> float:
         raise RequestRejected(f"{DEADLINE_HEADER} must be a positive whole number of milliseconds.",
                               code=f"InvalidParameter.{DEADLINE_HEADER}")
     return min(default, int(raw) / 1000.0)
+
+
+def priority_of(request: web.Request) -> Priority:
+    """``X-Proxy-Priority: warm`` puts the caller's misses below interactive ones and refreshes (the warm-up
+    command uses it); ``interactive`` or no header is the default. A caller can only lower its own priority."""
+    raw = request.headers.get(PRIORITY_HEADER)
+    if raw is None or raw.lower() == "interactive":
+        return Priority.INTERACTIVE
+    if raw.lower() == "warm":
+        return Priority.WARM
+    raise RequestRejected(f"{PRIORITY_HEADER} must be interactive or warm.", code=f"InvalidParameter.{PRIORITY_HEADER}")

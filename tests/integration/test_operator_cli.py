@@ -1,0 +1,69 @@
+"""The operator commands against a real gateway process and the simulator: warm, purge, status."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import requests
+
+from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
+from tests.support import ROOT, many_templates, start_cli
+
+WABA, TEMPLATE = "QueryChatappBindWaba", "GetChatappTemplateDetail"
+ADMIN = "operator-test-admin-token-0123456789"
+
+
+def cli(*args: str, token: str | None = ADMIN) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PROXY_ADMIN_TOKEN"} | {"COLUMNS": "160"}
+    if token is not None:
+        env["PROXY_ADMIN_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=120)
+
+
+def test_warm_purge_and_status(sim_url: str, tmp_path: Path) -> None:
+    requests.put(f"{sim_url}/__sim/fixtures", data=orjson.dumps(many_templates(200)), timeout=5).raise_for_status()
+    env = {"ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_ACCESS_KEY_ID, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": DEMO_ACCESS_KEY_SECRET,
+           "LOG_FORMAT": "console", "PROXY_ADMIN_TOKEN": ADMIN}
+    gateway = start_cli(["serve", "--port", "0", "--upstream", sim_url], tmp_path / "gateway.log", env=env,
+                        ready_text="gateway ready")
+    try:
+        keys = tmp_path / "keys.csv"
+        with keys.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["Action", "CustSpaceId", "Language", "TemplateCode"])
+            for i in range(190):
+                writer.writerow([WABA, f"78{i:012d}", "", ""])
+            for i in range(10):
+                writer.writerow([TEMPLATE, "77000000000001", "en_US", f"{i:032x}"])
+        warmed = cli("warm", "--file", str(keys), "--gateway", gateway.url, token=None)
+        assert warmed.returncode == 0, warmed.stderr
+        assert "summary: filled=200 cached=0 failed=0" in warmed.stdout
+        assert "200/200" in warmed.stdout  # the progress bar's last state
+        stats = requests.get(f"{sim_url}/__sim/stats", timeout=5).json()["actions"]
+        assert stats[WABA]["calls"] == 190 and stats[WABA]["throttled"] == 0 and stats[WABA]["max_in_any_1s"] <= 10
+        assert stats[TEMPLATE]["calls"] == 10 and stats[TEMPLATE]["max_in_any_1s"] <= 5
+        again = cli("warm", "--file", str(keys), "--gateway", gateway.url, token=None)
+        assert "summary: filled=0 cached=200 failed=0" in again.stdout
+
+        purged = cli("purge", "--gateway", gateway.url, "--space", "77000000000001")
+        assert purged.returncode == 0 and "purged 10 entries" in purged.stdout, purged.stderr
+        snapshot = cli("status", "--once", "--gateway", gateway.url)
+        assert snapshot.returncode == 0 and WABA in snapshot.stdout and "tenant other" in snapshot.stdout
+        assert "hit ratio 50.0% of 400 answers" in snapshot.stdout  # 200 filled, then 200 hits
+
+        wrong = cli("status", "--once", "--gateway", gateway.url, token="not-the-admin-token-at-all")
+        assert wrong.returncode == 1 and "401" in wrong.stderr and "not-the-admin-token" not in wrong.stderr
+        bad = tmp_path / "bad.csv"
+        bad.write_text("Action,CustSpaceId\nNoSuchAction,1\nQueryChatappBindWaba,\n")
+        refused = cli("warm", "--file", str(bad), "--gateway", gateway.url, token=None)
+        assert refused.returncode == 1 and "line 2" in refused.stderr
+        nothing = cli("purge", "--gateway", gateway.url)
+        assert nothing.returncode == 1 and "--space" in nothing.stderr
+    finally:
+        gateway.stop()
