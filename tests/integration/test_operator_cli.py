@@ -22,7 +22,7 @@ def cli(*args: str, token: str | None = ADMIN) -> subprocess.CompletedProcess[st
     env = {k: v for k, v in os.environ.items() if k != "PROXY_ADMIN_TOKEN"} | {"COLUMNS": "160"}
     if token is not None:
         env["PROXY_ADMIN_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "proxy", *args], check=False, capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=120)
 
 
