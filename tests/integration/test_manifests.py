@@ -26,8 +26,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
 
 from proxy.__main__ import build_parser
+from proxy.admission.fair import Priority
 from proxy.config import (
     DEMO_ACCESS_KEY_ID,
     DEMO_ACCESS_KEY_SECRET,
@@ -35,6 +37,9 @@ from proxy.config import (
     GatewaySettings,
     SimulatorSettings,
 )
+from proxy.metrics import Metrics
+from proxy.readthrough import CacheStatus
+from proxy.upstream.errors import Outcome
 from tests.support import ROOT
 
 K8S = ROOT / "deploy" / "k8s"
@@ -354,9 +359,12 @@ def test_gateway_probes_lifecycle_and_metrics(base: list[dict[str, Any]]) -> Non
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 30  # time to start before liveness counts
     pod = deployment["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 30
-    # preStop, then the server's own 5 s drain (proxy/runner.py), within the grace period.
-    assert spec["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
-    assert int(spec["lifecycle"]["preStop"]["exec"]["command"][1]) + 5 < pod["terminationGracePeriodSeconds"]
+    # preStop, then the gateway's own drain (--shutdown-grace-s for calls in flight), within the grace period.
+    pre_stop = spec["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    some_key = {"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI-test", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s"}
+    settings = GatewaySettings.from_sources(parse_cli(spec["args"]), pod_env(base, spec, secrets=some_key))
+    assert int(pre_stop[1]) + settings.shutdown_grace_s < pod["terminationGracePeriodSeconds"]
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
                            "prometheus.io/path": "/metrics"}
@@ -569,6 +577,20 @@ def promql_problems(expr: str) -> tuple[set[str], set[str], list[str]]:
     if not metrics:
         problems.append("names no metric")
     return metrics, grouping, problems
+
+
+def test_the_dashboards_metric_table_is_the_gateways() -> None:
+    """METRICS and LABEL_VALUES above are what proxy/metrics.py exports and the code's enums hold."""
+    exported = {}
+    for collector in vars(Metrics()).values():
+        if isinstance(collector, MetricWrapperBase):
+            (family,) = collector.describe()
+            name = family.name + ("_total" if family.type == COUNTER else "")
+            exported[name] = (family.type, frozenset(collector._labelnames))  # no public accessor
+    assert {name: exported.get(name) for name in METRICS} == METRICS
+    assert LABEL_VALUES["outcome"] == {outcome.value for outcome in Outcome} | {"no_answer"}
+    assert LABEL_VALUES["priority"] == {priority.name.lower() for priority in Priority}
+    assert LABEL_VALUES["cache"] == {status.value for status in CacheStatus} | {"ERROR"}
 
 
 def test_the_promql_check_has_teeth() -> None:
