@@ -21,6 +21,7 @@ from proxy.config import (
     add_options,
     default_environ,
 )
+from proxy.credentials import CredentialsUnavailable
 from proxy.logs import configure, get_logger
 
 
@@ -150,7 +151,7 @@ def run_gateway(settings: GatewaySettings, worker: int | None = None) -> None:
             "gateway ready",
             url=f"http://{host}:{port}/",
             upstream=settings.upstream,
-            access_key_id=settings.access_key_id,
+            access_key_id=settings.access_key_id or "(default credential chain)",
             cache="redis" if settings.redis_url else "memory",
             caps={name: settings.cap(name) for name in ("GetChatappTemplateDetail", "QueryChatappBindWaba")},
             tenants=len(directory.tenants),
@@ -184,6 +185,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"cams-proxy {args.command}: {problem}", file=sys.stderr)
+        return 2
+    except CredentialsUnavailable as exc:
+        print(f"cams-proxy {args.command}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"cams-proxy {args.command}: cannot listen: {exc.strerror or exc}", file=sys.stderr)

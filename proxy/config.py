@@ -353,6 +353,7 @@ class GatewaySettings:
     access_key_id: str | None = None
     access_key_secret: Secret | None = None
     security_token: Secret | None = None
+    account: str | None = None
     caps: Mapping[str, int] | None = None
     allow_cap_above_documented: bool = False
     ttls: Mapping[str, float] | None = None
@@ -391,9 +392,9 @@ class GatewaySettings:
     def problems(self) -> list[str]:
         """Checks across settings, after each value parsed on its own."""
         found: list[str] = []
-        if not self.access_key_id or self.access_key_secret is None or not self.access_key_secret:
-            found.append("ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET must be set: the gateway "
-                         "signs every upstream call with that key (make run uses the simulator's demo pair)")
+        if bool(self.access_key_id) != bool(self.access_key_secret):
+            found.append("ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET must be set together (or "
+                         "neither: then the Alibaba Cloud default credential chain is used)")
         for name, cap in (self.caps or {}).items():
             documented = ACTIONS[name].cap_per_second
             if cap > documented and not self.allow_cap_above_documented:
@@ -423,9 +424,10 @@ class GatewaySettings:
     def queue_bound(self, action: str) -> int:
         return (self.queue_bounds or {}).get(action, DEFAULT_QUEUE_BOUND)
 
-    def credentials(self) -> Credentials:
-        if self.access_key_id is None or self.access_key_secret is None:
-            raise RuntimeError("settings were not validated: no AccessKey")
+    def static_credentials(self) -> Credentials | None:
+        """The AccessKey from the environment, or None: then the default credential chain is used."""
+        if not self.access_key_id or self.access_key_secret is None:
+            return None
         return Credentials(self.access_key_id, self.access_key_secret, self.security_token)
 
     def json_logs(self, is_tty: bool) -> bool:
@@ -448,11 +450,17 @@ GATEWAY_OPTIONS: Final = (
            "REDIS_URL names a node of a Redis Cluster (redis-py's cluster client)", switch=True),
     Option("upstream", "--upstream", "CAMS_ENDPOINT", http_url, DEFAULT_UPSTREAM, "the CAMS endpoint, a full URL",
            "URL"),
-    Option("access_key_id", None, "ALIBABA_CLOUD_ACCESS_KEY_ID", str, None, "the AccessKey id upstream calls use"),
+    Option("access_key_id", None, "ALIBABA_CLOUD_ACCESS_KEY_ID", str, None,
+           "the AccessKey id upstream calls use (unset: the default credential chain: credentials file, ECS RAM "
+           "role, OIDC, ...)"),
     Option("access_key_secret", None, "ALIBABA_CLOUD_ACCESS_KEY_SECRET", _secret, None,
            "its secret", secret=True),
     Option("security_token", None, "ALIBABA_CLOUD_SECURITY_TOKEN", _secret, None,
            "STS security token, when the key is an STS one", secret=True),
+    Option("account", "--account", "PROXY_ACCOUNT", str, None,
+           "name of the Alibaba Cloud account the key belongs to: the shared budget and the cache are per account "
+           "(default: the AccessKey id at start-up; set it when keys rotate, so old and new keys share one budget)",
+           "NAME"),
     Option("caps", "--cap", "PROXY_CAPS", action_caps, None,
            "upstream calls/s for an action, ACTION=N; repeatable (default: the documented caps, 5 and 10)",
            "ACTION=N", repeatable=True, combine=_merge_caps),

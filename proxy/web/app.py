@@ -32,6 +32,7 @@ from proxy.cache import Cache, CacheError, Entry, MemoryCache
 from proxy.cache.tagindex import MemoryTagIndex, RedisTagIndex, TagIndex
 from proxy.cache.tiered import TieredCache
 from proxy.config import GatewaySettings
+from proxy.credentials import ChainSource, CredentialSource, StaticSource
 from proxy.errors import GatewayError, RequestRejected
 from proxy.logs import get_logger
 from proxy.metrics import CONTENT_TYPE, Metrics
@@ -59,27 +60,42 @@ QUEUES: Final = web.AppKey("queues", dict[str, UpstreamQueue])
 DIRECTORY: Final = web.AppKey("directory", TenantDirectory)
 REPLICA_KIT: Final[web.AppKey[ReplicaKit | None]] = web.AppKey("replica_kit")
 METRICS: Final = web.AppKey("metrics", Metrics)
+CREDENTIALS: Final = web.AppKey("credentials", CredentialSource)
 
 log = get_logger("proxy.access")
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    static = settings.static_credentials()
+    source: CredentialSource
+    if static is not None:
+        source = StaticSource(static)
+    else:
+        source = ChainSource()
+        await source.start()  # raises CredentialsUnavailable, reported as one line by the CLI
+    account = settings.account or source.current().access_key_id
+    if static is None and settings.account is None:
+        log.warning("keys from the default credential chain and no PROXY_ACCOUNT: the budget and the cache are "
+                    "keyed on the AccessKey id at start-up; set PROXY_ACCOUNT so replicas share one budget across "
+                    "a key rotation", account=account)
+    app[CREDENTIALS] = source
     owner = TaskOwner("fills")
+    owner.spawn(source.run(), name="credentials")
     session = create_session(connect_timeout=settings.upstream_connect_timeout_s)
     margin = settings.spacing_margin_ms / 1000.0
     memory = MemoryCache(max_entries=settings.memory_max_entries, max_bytes=settings.memory_max_bytes)
     kit: ReplicaKit | None = None
     cache: Cache = memory
     if settings.redis_url:
-        kit = ReplicaKit.build(settings.redis_url, settings.access_key_id or "", margin_s=margin,
+        kit = ReplicaKit.build(settings.redis_url, account, margin_s=margin,
                                redis_timeout_s=settings.redis_timeout_s, l1=memory,
                                l1_max_ttl_s=settings.l1_max_ttl_s, lease_ttl_s=settings.lease_ttl_s,
                                cluster=settings.redis_cluster)
         cache = kit.cache
         await kit.start(owner)
     app[REPLICA_KIT] = kit
-    client = UpstreamClient(session, settings.upstream, settings.credentials, timeout=settings.upstream_timeout_s)
+    client = UpstreamClient(session, settings.upstream, source.current, timeout=settings.upstream_timeout_s)
     queues = {
         name: UpstreamQueue(name, settings.local_cap(name), margin, settings.queue_bound(name),
                             coordinator=kit.coordinator if kit else None, weight=app[DIRECTORY].weight,
@@ -97,7 +113,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                       else MemoryTagIndex(retention))
     app[READTHROUGH] = ReadThrough(cache=cache, client=client, queues=queues, ttl=settings.ttl,
                                    attempts=settings.upstream_attempts,
-                                   access_key_id=lambda: settings.access_key_id or "", owner=owner,
+                                   access_key_id=lambda: account, owner=owner,
                                    replicas=kit.for_readthrough if kit else None, tags=tags,
                                    lifetimes=settings.lifetimes(), metrics=metrics)
     app[PURGER] = Purger(cache, tags)

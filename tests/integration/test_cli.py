@@ -102,9 +102,13 @@ def test_serve_without_a_key_refuses_to_start_and_says_why() -> None:
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALIBABA_CLOUD_")}
+    env |= {"HOME": "/nonexistent", "ALIBABA_CLOUD_ECS_METADATA_DISABLED": "true"}  # nothing along the chain
     result = run("serve", "--port", "0", env=env)
     assert result.returncode == 2
-    assert "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET must be set" in result.stderr
+    assert "no AccessKey found: set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET" in result.stderr
+    assert "Traceback" not in result.stderr
+    half = run("serve", "--port", "0", env={**env, "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIonlyTheId"})
+    assert half.returncode == 2 and "must be set together" in half.stderr
 
 
 def test_serve_refuses_a_cap_above_the_documented_one() -> None:
