@@ -531,3 +531,23 @@ def options_table(options: Sequence[Option]) -> str:
         flag = f"`{option.flag}`" if option.flag else "—"
         rows.append(f"| {flag} | `{option.env}` | {option.describe_default()} | {option.help} |")
     return "\n".join(rows) + "\n"
+
+
+def configuration_reference() -> str:
+    """``docs/configuration.md``: every setting of both commands, generated from the option tables (a test
+    fails when the file drifts; regenerate with ``python scripts/config-tables.py``)."""
+    return (
+        "# Configuration reference\n\n"
+        "Generated from the option tables in `proxy/config.py` by `scripts/config-tables.py`; a test fails if this\n"
+        "file drifts from them. Each setting is read from its flag, else its environment variable, else the\n"
+        "default. Secrets (the AccessKey secret, STS token, admin and callback tokens) are environment-only and\n"
+        "shown as `***` wherever settings are printed. Bad values stop the command with one line each (exit 2).\n\n"
+        "## `cams-proxy serve` (the gateway)\n\n"
+        f"{options_table(GATEWAY_OPTIONS)}\n"
+        "## `cams-proxy simulate` (the CAMS simulator)\n\n"
+        f"{options_table(SIMULATOR_OPTIONS)}\n"
+        "## Operator commands\n\n"
+        "`cams-proxy warm --file CSV [--gateway URL] [--concurrency N]`, `cams-proxy purge [--gateway URL] "
+        "[--key K] [--space ID] [--template CODE] [--waba ID]`, `cams-proxy status [--gateway URL] [--interval S] "
+        "[--once]`. `purge` and `status` read `PROXY_ADMIN_TOKEN` from the environment. See `--help` of each.\n"
+    )

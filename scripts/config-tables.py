@@ -1,4 +1,5 @@
-"""Rewrite the README's two configuration tables from the option tables in proxy/config.py.
+"""Rewrite the README's two configuration tables and docs/configuration.md from the option tables in
+proxy/config.py.
 
     .venv/bin/python scripts/config-tables.py        (a test fails when the README drifts)
 """
@@ -10,9 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy.config import GATEWAY_OPTIONS, SIMULATOR_OPTIONS, options_table
+from proxy.config import GATEWAY_OPTIONS, SIMULATOR_OPTIONS, configuration_reference, options_table  # noqa: E402
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 
 def main() -> None:
@@ -27,6 +29,7 @@ def main() -> None:
             end += 1
         lines[start:end] = options_table(options).rstrip("\n").split("\n")
     README.write_text("\n".join(lines))
+    (ROOT / "docs" / "configuration.md").write_text(configuration_reference())
 
 
 if __name__ == "__main__":

@@ -98,6 +98,13 @@ def test_readme_configuration_tables_are_generated_from_the_option_tables() -> N
         assert options_table(options) in readme, "regenerate the README tables: python scripts/config-tables.py"
 
 
+def test_the_configuration_reference_is_generated_from_the_settings() -> None:
+    from proxy.config import configuration_reference
+
+    written = (ROOT / "docs" / "configuration.md").read_text()
+    assert written == configuration_reference(), "regenerate it: python scripts/config-tables.py"
+
+
 def test_serve_without_a_key_refuses_to_start_and_says_why() -> None:
     import os
 
