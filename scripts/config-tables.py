@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy.config import GATEWAY_OPTIONS, SIMULATOR_OPTIONS, configuration_reference, options_table  # noqa: E402
+from proxy.config import GATEWAY_OPTIONS, SIMULATOR_OPTIONS, configuration_reference, options_table
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
