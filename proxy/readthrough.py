@@ -128,6 +128,8 @@ class Counters:
     upstream_no_answer: int = 0
     cache_errors: int = 0
     missed_send_windows: int = 0
+    #: Upstream calls in a row that got no answer or a fault (0 after any real answer): /readyz reads it.
+    upstream_failures_in_a_row: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
@@ -422,6 +424,7 @@ class ReadThrough:
             except UpstreamError as exc:
                 self.counters.upstream_calls += 1
                 self.counters.upstream_no_answer += 1
+                self.counters.upstream_failures_in_a_row += 1
                 self.metrics.count_upstream(spec.name, "no_answer", None)
                 last_error = exc
                 log.warning("upstream gave no answer", action=spec.name, attempt=attempt, error=str(exc))
@@ -434,6 +437,10 @@ class ReadThrough:
             last, last_error = response, None
             classified = classify(response.status, response.body)
             self.metrics.count_upstream(spec.name, classified.outcome.value, response.elapsed)
+            if classified.outcome is Outcome.FAULT:
+                self.counters.upstream_failures_in_a_row += 1
+            else:
+                self.counters.upstream_failures_in_a_row = 0
             self.counters.outcomes[classified.outcome.value] = self.counters.outcomes.get(
                 classified.outcome.value, 0) + 1
             if classified.outcome is Outcome.THROTTLED:

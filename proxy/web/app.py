@@ -350,20 +350,33 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(body=b'{"status":"ok"}', content_type="application/json")
 
 
+#: Consecutive upstream failures after which /readyz says the upstream is failing.
+UPSTREAM_FAILING_AFTER: Final = 3
+
+
 async def readyz(request: web.Request) -> web.Response:
-    """Ready, degraded (Redis down: serving from L1 and the local share) or unavailable (memory cache broken)."""
+    """Kubernetes readiness. ``ready``; ``degraded`` (200: still worth routing to, hits and stale entries flow)
+    with the reasons: Redis down (L1 and the local share) or the upstream failing (the last calls got no answer
+    or a 5xx); or ``unavailable`` (503: the memory cache is broken)."""
     readthrough = request.app[READTHROUGH]
     kit = request.app[REPLICA_KIT]
     queues = {name: {"waiting": q.waiting, "interval_s": round(q.interval, 4), "granted": q.stats.granted,
                      "max_send_delay_ms": round(q.stats.max_send_delay * 1000, 2)}
               for name, q in request.app[QUEUES].items()}
-    body: dict[str, Any] = {"status": "ready", "cache": readthrough.cache.name, "queues": queues}
+    failing = readthrough.counters.upstream_failures_in_a_row
+    body: dict[str, Any] = {"status": "ready", "cache": readthrough.cache.name, "queues": queues,
+                            "upstream": {"failures_in_a_row": failing, "calls": readthrough.counters.upstream_calls}}
+    reasons = []
+    if failing >= UPSTREAM_FAILING_AFTER:
+        reasons.append(f"upstream failing: the last {failing} calls got no answer or a 5xx")
     if kit is not None:
         body["replica"] = kit.replica_id
         body["redis"] = {**kit.coordinator.status(), "pubsub_connected": kit.bus.connected.is_set()}
         if not kit.breaker.healthy:
-            body["status"] = "degraded"
-    else:
+            reasons.append("redis unreachable: serving from L1 and the local share of the cap")
+    if reasons:
+        body.update(status="degraded", reasons=reasons)
+    if kit is None:
         try:
             await readthrough.cache.get("k1:readyz:probe")
         except CacheError as exc:

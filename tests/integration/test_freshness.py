@@ -180,3 +180,18 @@ async def test_a_key_hit_during_its_ttl_is_refreshed_before_it_expires(make_gate
     _, body, headers = await get(session, gateway, template())
     assert headers["X-Cache"] == "HIT" and body["Data"]["Name"] == "v2" and status_ttl(headers) >= 1
     assert await upstream_calls(sim) == 3  # two fills and one refresh; never a miss in between
+
+
+async def test_readyz_says_degraded_while_the_upstream_fails_and_ready_again_after(
+        make_gateway: GatewayFactory, session: aiohttp.ClientSession, sim: Sim) -> None:
+    await sim.fixtures(fixtures())
+    gateway = await make_gateway(upstream_attempts=1)
+    await sim.faults({WABA: {"error_rate": 1.0, "latency_ms": 1, "jitter_ms": 0}})
+    for space in (OK_SPACE, UNSUBSCRIBED, ISV_ONLY):
+        await get(session, gateway, waba(space))
+    status, body, _ = await get(session, gateway, "/readyz")
+    assert status == 200 and body["status"] == "degraded" and "upstream failing" in body["reasons"][0]
+    await sim.faults({WABA: {"error_rate": 0.0, "latency_ms": 1, "jitter_ms": 0}})
+    await get(session, gateway, waba(OK_SPACE))
+    status, body, _ = await get(session, gateway, "/readyz")
+    assert (status, body["status"]) == (200, "ready")
