@@ -24,7 +24,7 @@ Gauges are refreshed by each process once a second (`Metrics.sample`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -67,23 +67,29 @@ class Metrics:
                               registry=r, multiprocess_mode="livemin")
         self.l1_entries = Gauge("cams_proxy_l1_entries", "Entries in the in-process cache", registry=r,
                                 multiprocess_mode="livesum")
-        self._request_children: dict[tuple[str, str, int, str], Callable[[], None]] = {}
+        #: Answers counted since the last flush into ``requests`` (plain ints on the hot path; flushed by
+        #: `sample`, which runs every second and before each scrape).
+        self._pending_requests: dict[tuple[str, str, int, str], int] = {}
 
     def tenant(self, name: str) -> str:
         """The label for a tenant: configured ones by name, every other one as ``other`` (bounded)."""
         return name if name in self._tenants else OTHER
 
     def count_request(self, action: str, cache: str, status: int, tenant: str) -> None:
-        """One answered call (a labelled child is cached per label set: this runs on every hit)."""
+        """One answered call. This runs on every hit, so it only bumps a plain dict entry; `flush_requests`
+        moves the counts into the Prometheus counter."""
         key = (action, cache, status, tenant)
-        inc = self._request_children.get(key)
-        if inc is None:
-            inc = self.requests.labels(action, cache, str(status), self.tenant(tenant)).inc
-            self._request_children[key] = inc
-        inc()
+        pending = self._pending_requests
+        pending[key] = pending.get(key, 0) + 1
+
+    def flush_requests(self) -> None:
+        pending, self._pending_requests = self._pending_requests, {}
+        for (action, cache, status, tenant), count in pending.items():
+            self.requests.labels(action, cache, str(status), self.tenant(tenant)).inc(count)
 
     def requests_by_tenant(self) -> dict[str, dict[str, int]]:
         """This process's answers per tenant label and cache outcome (for the status view)."""
+        self.flush_requests()
         found: dict[str, dict[str, int]] = {}
         for family in self.requests.collect():
             for sample in family.samples:
@@ -103,7 +109,9 @@ class Metrics:
 
     def sample(self, depths: Mapping[str, Mapping[Priority, int]], use: Mapping[str, float], l1: int | None,
                redis_up: bool | None, shadow: Mapping[str, Mapping[str, int]] | None = None) -> None:
-        """Refresh this process's gauges (called once a second and before each scrape)."""
+        """Refresh this process's gauges and flush its request counts (called once a second and before each
+        scrape)."""
+        self.flush_requests()
         for action, decisions in (shadow or {}).items():
             for decision, count in decisions.items():
                 self.budget_shadow.labels(action, decision).set(count)

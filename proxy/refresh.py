@@ -68,6 +68,9 @@ class RefreshPlan:
     def __len__(self) -> int:
         return len(self._planned)
 
+    def planned(self, key: str, fresh_until: float) -> bool:
+        return self._planned.get(key) == fresh_until
+
     def note_hit(self, key: str, spec: ActionSpec, params: Mapping[str, str], fetched_at: float,
                  fresh_until: float) -> float | None:
         """Plan a refresh of this entry generation; its due time, or None if already planned or full."""
@@ -121,6 +124,8 @@ class RefreshAhead:
 
     def note_hit(self, key: str, spec: ActionSpec, params: Mapping[str, str], fetched_at: float,
                  fresh_until: float) -> None:
+        if self.plan.planned(key, fresh_until):  # the usual case on a hot key: one dict lookup
+            return
         earlier = self.plan.next_due(spec.name)
         due = self.plan.note_hit(key, spec, params, fetched_at, fresh_until)
         if due is not None and (earlier is None or due < earlier):

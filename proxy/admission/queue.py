@@ -101,6 +101,10 @@ class UpstreamQueue:
         """Grants in the last second as a share of the cap."""
         return sum(1 for granted in self._recent_grants if granted > now - 1.0) / self.rate
 
+    def rate_limit(self, now: float) -> tuple[int, float]:
+        """(slots left in this second, seconds until a new miss would be granted): the ``RateLimit`` header."""
+        return self.remaining(now), self.estimated_wait(now)
+
     def remaining(self, now: float) -> int:
         """Slots of the current 1-second window this queue has not granted (the ``RateLimit`` header's r)."""
         used = sum(1 for granted in self._recent_grants if granted > now - 1.0)

@@ -152,6 +152,7 @@ class CallHandler:
         self._readthrough: ReadThrough
         self._queues: dict[str, UpstreamQueue] = {}
         self._policies: dict[str, str] = {}
+        self._rate_limits: dict[str, tuple[float, str]] = {}
         self._auth_required = True  # until bind(): the full path handles everything
 
     def bind(self, readthrough: ReadThrough, resolver: TenantResolver, queues: dict[str, UpstreamQueue]) -> None:
@@ -219,25 +220,31 @@ class CallHandler:
 
     def _hit_response(self, entry: Entry, request_id: str, call: MemoCall, now: float) -> web.Response:
         """A fresh hit: the upstream's status and bytes, untouched, with the gateway's headers (one dict: the
-        hit path's cost; see `proxy.web.headers`)."""
-        queue = self._queues[call.spec.name]
-        loop_now = asyncio.get_running_loop().time()
+        hit path's cost; see `proxy.web.headers`). No ``X-Cache-Key`` here: each header costs on every hit, and
+        the key is on the answer that filled the entry (and the purge API also takes the call itself)."""
+        name = call.spec.name
         return web.Response(body=entry.body, status=entry.status, headers={
             "Content-Type": entry.content_type, "X-Cache": "HIT", "Age": age(entry.fetched_at, now),
-            "Cache-Status": hit_status(entry.fresh_until, now), "X-Request-Id": request_id, "X-Cache-Key": call.key,
-            "RateLimit-Policy": self._policies[call.spec.name],
-            "RateLimit": rate_limit(queue.remaining(loop_now), queue.estimated_wait(loop_now))})
+            "Cache-Status": hit_status(entry.fresh_until, now), "X-Request-Id": request_id,
+            "RateLimit-Policy": self._policies[name], "RateLimit": self._rate_limit(name)})
+
+    def _rate_limit(self, action: str) -> str:
+        """The ``RateLimit`` header, rebuilt at most every 50 ms per action (it is sent on every hit)."""
+        now = asyncio.get_running_loop().time()
+        built_at, header = self._rate_limits.get(action, (-1.0, ""))
+        if now - built_at > 0.05:
+            header = rate_limit(*self._queues[action].rate_limit(now))
+            self._rate_limits[action] = (now, header)
+        return header
 
     def _answer_response(self, answer: Answer, request_id: str, call: MemoCall) -> web.Response:
         entry = answer.entry
         now = time.time()
-        queue = self._queues[call.spec.name]
-        loop_now = asyncio.get_running_loop().time()
+        name = call.spec.name
         return web.Response(body=entry.body, status=entry.status, headers={
             "Content-Type": entry.content_type, "X-Cache": answer.cache.value, "Age": age(entry.fetched_at, now),
             "Cache-Status": cache_status(answer, now), "X-Request-Id": request_id, "X-Cache-Key": call.key,
-            "RateLimit-Policy": self._policies[call.spec.name],
-            "RateLimit": rate_limit(queue.remaining(loop_now), queue.estimated_wait(loop_now))})
+            "RateLimit-Policy": self._policies[name], "RateLimit": self._rate_limit(name)})
 
     async def _answer(self, request: web.Request, fields: dict[str, Any], request_id: str,
                       found: tuple[Entry | None] | None = None) -> web.Response:

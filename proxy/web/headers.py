@@ -10,7 +10,7 @@
 * ``RateLimit-Policy`` / ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers): the upstream budget of the
   action, ``"upstream";q=<cap>;w=1`` and ``"upstream";r=<slots left in this replica's current second>;
   t=<seconds until a new miss would be sent>``. With replicas, r counts this replica's grants only.
-* ``X-Cache-Key``: the entry's key, for the admin purge API.
+* ``X-Cache-Key``: the entry's key, for the admin purge API (not on fresh hits: every header costs there).
 """
 
 from __future__ import annotations

@@ -288,10 +288,12 @@ def test_purges_by_key_call_and_every_tag_reach_every_replicas_l1(replicas: Repl
     space = "28251486512358"
     template = f"/v1/{TEMPLATE}?CustSpaceId={space}&Language=en_US&TemplateCode=744c4b5c79c9432497a075bdfca36bf5"
     waba = f"/v1/{WABA}?CustSpaceId={space}"
-    waba_id = requests.get(gateways[0].url + waba, timeout=10).json()["Data"]["Id"]
     key_of = {}
-    for target in (template, waba):
-        key_of[target] = requests.get(gateways[0].url + target, timeout=10).headers["X-Cache-Key"]
+    for target in (template, waba):  # the answer that fills an entry names its key
+        filled = requests.get(gateways[0].url + target, timeout=10)
+        assert filled.headers["X-Cache"] == "MISS"
+        key_of[target] = filled.headers["X-Cache-Key"]
+    waba_id = requests.get(gateways[0].url + waba, timeout=10).json()["Data"]["Id"]
     rounds: list[tuple[dict[str, Any], set[str]]] = [
         ({"keys": [key_of[template]]}, {template}),
         ({"calls": [{"Action": WABA, "CustSpaceId": space}]}, {waba}),
