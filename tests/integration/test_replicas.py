@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -209,7 +210,6 @@ def test_redis_killed_mid_load_every_request_answered_cap_held_then_resumed(repl
         modes = [requests.get(f"{g.url}/readyz", timeout=5).json() for g in gateways]
         if all(m["status"] == "ready" and m["redis"]["quiet_for_s"] == 0 for m in modes):
             break
-        import time
 
         time.sleep(0.1)
     assert all(m["redis"]["mode"] == "shared" for m in modes)
@@ -233,7 +233,6 @@ def test_workers_without_redis_split_the_cap(sim_url: str, tmp_path: Path) -> No
         for _ in range(100):
             if supervisor.log.read_text().count("gateway ready") == 2:
                 break
-            import time
 
             time.sleep(0.1)
         results = asyncio.run(spread([f"/v1/{WABA}?CustSpaceId=78{i:012d}" for i in range(60)], [gateway]))
@@ -241,11 +240,17 @@ def test_workers_without_redis_split_the_cap(sim_url: str, tmp_path: Path) -> No
         stats = sim_stats(sim_url, WABA)
         assert stats["throttled"] == 0 and stats["max_in_any_1s"] <= 10
         assert supervisor.log.read_text().count("worker=") >= 2
-        for _ in range(4):  # whichever worker answers, /metrics covers both (prometheus multi-process mode)
+        def scraped_total() -> float:
             text = requests.get(f"{gateway.url}/metrics", timeout=5).text
-            total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                        if line.startswith("cams_proxy_requests_total{"))
-            assert total == 60, text[:2000]
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("cams_proxy_requests_total{"))
+
+        deadline = time.monotonic() + 5
+        while scraped_total() < 60:  # each worker flushes its counts every second
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        for _ in range(4):  # whichever worker answers, /metrics covers both (prometheus multi-process mode)
+            assert scraped_total() == 60
     finally:
         supervisor.stop()
 
@@ -264,7 +269,6 @@ def invalidations(gateway: Process) -> int:
 
 def wait_for_invalidations(gateways: list[Process], at_least: list[int]) -> None:
     """Until each replica has counted the invalidations it must have received (bounded; no blind sleep)."""
-    import time
 
     deadline = time.monotonic() + 10
     while True:
@@ -358,7 +362,6 @@ def test_a_redis_that_refuses_scripts_runs_the_redis_down_policy_and_says_so(
             assert redis_sync.Redis(port=port).ping()
             break
         except redis_sync.ConnectionError:
-            import time
 
             time.sleep(0.025)
     env = {"ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_ACCESS_KEY_ID, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": DEMO_ACCESS_KEY_SECRET,
@@ -383,7 +386,6 @@ def test_a_redis_that_refuses_scripts_runs_the_redis_down_policy_and_says_so(
 @BOTH_REDIS
 def test_stale_entries_are_served_at_once_and_refreshed_once_across_three_replicas(replicas: Replicas,
                                                                                    sim_url: str) -> None:
-    import time
 
     put_json(f"{sim_url}/__sim/fixtures", many_templates(3))
     gateways = replicas(3, "--ttl", f"{TEMPLATE}=2", "--stale-while-revalidate-s", "30", "--refresh-ahead", "0")
