@@ -248,7 +248,10 @@ class ReadThrough:
         if len(self._refreshing) >= self._max_refreshes:
             self.counters.refreshes_skipped += 1
             return None
-        task = self._owner.spawn(self._refresh(spec, dict(params), key, stale_before), name=f"refresh:{key}")
+        try:
+            task = self._owner.spawn(self._refresh(spec, dict(params), key, stale_before), name=f"refresh:{key}")
+        except RuntimeError:  # shutting down: the stale answer stands, no refresh starts
+            return None
         self._refreshing[key] = task
         task.add_done_callback(lambda _task: self._refreshing.pop(key, None))
         return task
