@@ -67,6 +67,8 @@ ROUNDS: Final = 3 if QUICK else 5
 ROUND_SECONDS: Final = 2 if QUICK else 6
 WARMUP_SECONDS: Final = 1 if QUICK else 2
 PROFILE_SECONDS: Final = 2 if QUICK else 5
+#: How long a profiled gateway may take to stop after SIGTERM before it is killed (and its profile lost).
+PROFILE_STOP_S: Final = 30.0
 TEMPLATE_MISSES: Final = 20 if QUICK else 100
 WABA_MISSES: Final = 30 if QUICK else 150
 WORKERS: Final = 2
@@ -413,10 +415,15 @@ def hot_spots(procs: Procs, simulator: Proc, workdir: Path, target: str, redis_u
     result = run_wrk(gateway.url + HIT_PATH, threads=WRK_THREADS, connections=WRK_CONNECTIONS,
                      seconds=PROFILE_SECONDS)
     commands = [gateway.command, result.command]
-    procs.stop(gateway)  # SIGTERM: the gateway stops cleanly and cProfile writes the file
-    deadline = time.monotonic() + 10
+    # SIGTERM: the gateway stops cleanly and cProfile writes the file. The wait covers the gateway's own
+    # shutdown grace (default 20 s) should a call still be in flight; a SIGKILL would lose the profile.
+    procs.stop(gateway, timeout=PROFILE_STOP_S)
+    deadline = time.monotonic() + 5
     while not profile.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
+    if not profile.exists():
+        raise RuntimeError(f"{gateway.name} wrote no profile (exit {gateway.popen.returncode}): {gateway.command}\n"
+                           f"{gateway.log_tail()}")
     return Profiled(analyse(profile), commands, result)
 
 

@@ -82,11 +82,12 @@ class Proc:
         except OSError:
             return "(no log)"
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds."""
         if self.popen.poll() is None:
             self.popen.terminate()
             try:
-                self.popen.wait(timeout=10)
+                self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
@@ -168,8 +169,8 @@ class Procs:
         while self.started:
             self.started.pop().stop()
 
-    def stop(self, proc: Proc) -> None:
-        proc.stop()
+    def stop(self, proc: Proc, timeout: float = 10.0) -> None:
+        proc.stop(timeout)
         if proc in self.started:
             self.started.remove(proc)
 
