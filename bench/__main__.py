@@ -48,7 +48,7 @@ import aiohttp
 
 from bench.hotspots import Hotspots, analyse
 from bench.miss import ActionResult, run_misses
-from bench.procs import ROOT, Proc, Procs, cpu_seconds, redis_commands, tree_cpu_seconds
+from bench.procs import ROOT, Proc, Procs, cpu_seconds, machine_cpu_seconds, redis_commands, tree_cpu_seconds
 from bench.signing import SigningResult, run_signing
 from bench.signing import section as signing_section
 from bench.wrk import WrkResult, ensure_wrk, run_wrk, wrk_version
@@ -76,6 +76,10 @@ REPLICAS: Final = 3
 #: Consecutive `X-Cache: HIT` answers (each on a new connection) before a ``--workers`` gateway counts as warm.
 WARM_HITS: Final = 20
 TARGET_UTILISATION: Final = 0.95
+#: A round where everything else on the machine took this share of a core or more is flagged in the report.
+BUSY_MACHINE: Final = 0.25
+#: Bare aiohttp's CPU per request varying by this factor across rounds is flagged: the machine's speed changed.
+SLOWER_MACHINE: Final = 1.3
 TARGETS: Final = ("bare", "memory", "tiered", "redis-only", "workers2")
 LABELS: Final = {
     "bare": "bare aiohttp (same body)",
@@ -128,8 +132,9 @@ def _redis_version() -> str:
 
 @dataclass(frozen=True)
 class Source:
-    """The code a run measured: the commit, how many paths under ``proxy/`` and ``bench/`` differed from it,
-    and a digest of those files' contents as on disk (every process runs what is on disk when it starts)."""
+    """The code a run measured: the commit, how many paths under ``proxy/`` and of the ``bench`` modules this run
+    loaded differed from it, and a digest of those files as on disk (every process runs what is on disk when it
+    starts)."""
 
     head: str
     changed: int
@@ -139,8 +144,9 @@ class Source:
         if not self.head:
             return "not a git checkout"
         if not self.changed:
-            return f"git {self.head}, `proxy/` and `bench/` as committed"
-        return f"git {self.head} **plus uncommitted changes** in {self.changed} paths under `proxy/` and `bench/`"
+            return f"git {self.head}, `proxy/` and the benchmark's modules as committed"
+        return (f"git {self.head} **plus uncommitted changes** in {self.changed} paths under `proxy/` and the "
+                "benchmark's modules")
 
 
 def source_state() -> Source:
@@ -150,12 +156,15 @@ def source_state() -> Source:
         except OSError:
             return ""
 
+    loaded = {Path(module.__file__) for module in list(sys.modules.values())
+              if getattr(module, "__file__", None) and Path(module.__file__).parent == ROOT / "bench"}
     digest = hashlib.sha256()
-    for path in sorted((*ROOT.glob("proxy/**/*.py"), *ROOT.glob("bench/**/*.py"), *ROOT.glob("proxy/**/*.json"))):
+    for path in sorted((*ROOT.glob("proxy/**/*.py"), *ROOT.glob("proxy/**/*.json"), *loaded)):
         digest.update(str(path.relative_to(ROOT)).encode())
         with contextlib.suppress(OSError):
             digest.update(path.read_bytes())
-    changed = [line for line in git("status", "--porcelain", "--", "proxy", "bench").splitlines() if line.strip()]
+    paths = ["proxy", *(str(path.relative_to(ROOT)) for path in sorted(loaded))]
+    changed = [line for line in git("status", "--porcelain", "--", *paths).splitlines() if line.strip()]
     return Source(git("rev-parse", "--short", "HEAD").strip(), len(changed), digest.hexdigest())
 
 
@@ -202,6 +211,11 @@ class Measured:
     server_cpu_s: float
     redis_cpu_s: float
     redis_commands: int
+    #: CPU of everything else on the machine meanwhile (all cores' user + system time less the server's, wrk's
+    #: and redis-server's): other users of a shared machine, idle gateways, this script.
+    other_cpu_s: float = 0.0
+    #: CPU time the hypervisor gave to other guests meanwhile.
+    steal_s: float = 0.0
 
     @property
     def requests_per_s(self) -> float:
@@ -241,6 +255,14 @@ class Measured:
     @property
     def redis_cpu_share(self) -> float:
         return self.redis_cpu_s / self.wrk.seconds if self.wrk.seconds else 0.0
+
+    @property
+    def other_cpu_share(self) -> float:
+        return max(0.0, self.other_cpu_s) / self.wrk.seconds if self.wrk.seconds else 0.0
+
+    @property
+    def steal_share(self) -> float:
+        return self.steal_s / self.wrk.seconds if self.wrk.seconds else 0.0
 
 
 @dataclass
@@ -375,16 +397,20 @@ def hit_path(procs: Procs, simulator: Proc, redis: Proc) -> HitRun:
             pid = servers[target].pid
             server_before, redis_before = tree_cpu_seconds(pid), cpu_seconds(redis.pid)
             commands_before = redis_commands(redis.port)
+            busy_before, steal_before = machine_cpu_seconds()
             res = run_wrk(urls[target], threads=WRK_THREADS, connections=WRK_CONNECTIONS, seconds=ROUND_SECONDS)
-            server_cpu = tree_cpu_seconds(pid) - server_before
+            busy, steal = machine_cpu_seconds()
+            server_cpu, redis_cpu = tree_cpu_seconds(pid) - server_before, cpu_seconds(redis.pid) - redis_before
             shared = target in REDIS_TARGETS
-            results[target] = m = Measured(res, server_cpu, cpu_seconds(redis.pid) - redis_before if shared else 0.0,
-                                           redis_commands(redis.port) - commands_before - 1 if shared else 0)
+            results[target] = m = Measured(res, server_cpu, redis_cpu if shared else 0.0,
+                                           redis_commands(redis.port) - commands_before - 1 if shared else 0,
+                                           busy - busy_before - server_cpu - redis_cpu - res.cpu_s,
+                                           steal - steal_before)
             print(f"  round {number} {target:>10}: {res.requests_per_s:9,.0f} req/s  p50 {res.p50_ms:6.2f} ms  "
                   f"p99 {res.p99_ms:6.2f} ms  server CPU {m.server_us_per_request:5.0f} us/req "
                   f"({m.server_cpu_share:4.0%})  wrk {m.wrk_cpu_share:4.0%}"
-                  + (f"  redis {m.redis_cpu_share:4.0%}, {m.redis_commands_per_request:.2f} cmd/req" if shared else ""),
-                  flush=True)
+                  + (f"  redis {m.redis_cpu_share:4.0%}, {m.redis_commands_per_request:.2f} cmd/req" if shared else "")
+                  + f"  others {m.other_cpu_share:4.0%}", flush=True)
         rounds.append(results)
     for target in ("memory", "tiered", "redis-only"):
         _expect_hit(gateways[target].name, urls[target])
@@ -478,6 +504,27 @@ def _target(target: str) -> str:
     return "—" if wanted is None else f"≥ {wanted}x"
 
 
+def _others(run: HitRun) -> str:
+    """One sentence on how much else the machine was doing during the rounds, with a plain warning when much."""
+    others = [m.other_cpu_share for r in run.rounds for m in r.values()]
+    steal = [m.steal_share for r in run.rounds for m in r.values()]
+    text = (f"Everything else used a median of {statistics.median(others):.0%} of a core during the rounds "
+            f"(most {max(others):.0%}), steal a median of {statistics.median(steal):.0%} (most {max(steal):.0%})")
+    if max(others) >= BUSY_MACHINE or max(steal) >= BUSY_MACHINE:
+        text += (f"; **other work shared the machine in some rounds** (≥ {BUSY_MACHINE:.0%} of a core), so read "
+                 "those rounds' figures with care")
+    # Work this VM cannot see (other guests on the host) shows neither here nor always as steal, but it slows the
+    # same work down: bare aiohttp does the same work every round, so its CPU per request gauges the machine.
+    gauge = [r["bare"].server_us_per_request for r in run.rounds]
+    text += (f". Bare aiohttp's CPU per request, the same work in every round, ranged {min(gauge):.0f}–"
+             f"{max(gauge):.0f} µs")
+    if max(gauge) >= SLOWER_MACHINE * min(gauge):
+        text += (f": **the machine itself ran up to {max(gauge) / min(gauge):.1f}× slower in some rounds** than in "
+                 "others (work outside this VM, or CPU frequency); ratios compare targets within a round, but "
+                 "absolute figures and the rounds' spread suffer")
+    return text + "."
+
+
 def hit_section(run: HitRun) -> list[str]:
     wrk_share = statistics.median(m.wrk_cpu_share for r in run.rounds for m in r.values())
     single = max(run.median(t, "server_cpu_share") + run.median(t, "wrk_cpu_share") + run.median(t, "redis_cpu_share")
@@ -503,7 +550,9 @@ def hit_section(run: HitRun) -> list[str]:
         "are the growth of redis-server's `total_commands_processed` over the run (the idle traffic of the other "
         "Redis gateway, heartbeats and pub/sub included) divided by the requests. CPU busy is CPU time over the "
         "run's length as a share of one core: the server (all its processes), wrk (`getrusage` of the reaped wrk) "
-        "and redis-server.",
+        "and redis-server. \"Everything else\" in the rounds table is the machine's user + system time "
+        "(`/proc/stat`, all cores) less those three: other work on this shared machine, the idle gateways and this "
+        "script; \"steal\" is time the hypervisor gave to other guests. " + _others(run),
         "",
         f"**wrk competes with the servers for the machine's 2 cores.** Its one thread was busy {wrk_share:.0%} of a "
         "core (median over all runs; the loopback traffic's kernel work is charged to whichever process is running, "
@@ -534,15 +583,16 @@ def hit_section(run: HitRun) -> list[str]:
                      f"{cpu} | {commands} | {busy} |")
     lines += ["", "Every round:", "",
               "| round | target | req/s | ratio to the round's bare | p50 | p99 | requests | non-2xx | "
-              "socket errors | server CPU per request | CPU busy: server / wrk |",
-              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "socket errors | server CPU per request | CPU busy: server / wrk | everything else / steal |",
+              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for number, results in enumerate(run.rounds, 1):
         for target, m in results.items():
             res = m.wrk
             lines.append(f"| {number} | {target} | {res.requests_per_s:,.0f} | "
                          f"{res.requests_per_s / results['bare'].requests_per_s:.2f} | {_fmt_ms(res.p50_ms)} | "
                          f"{_fmt_ms(res.p99_ms)} | {res.requests:,} | {res.non_2xx} | {res.socket_errors} | "
-                         f"{m.server_us_per_request:.0f} µs | {m.server_cpu_share:.0%} / {m.wrk_cpu_share:.0%} |")
+                         f"{m.server_us_per_request:.0f} µs | {m.server_cpu_share:.0%} / {m.wrk_cpu_share:.0%} | "
+                         f"{m.other_cpu_share:.0%} / {m.steal_share:.0%} |")
     lines += ["", "Checks: " + "; ".join(run.checks) + ".", ""]
     return lines
 

@@ -253,3 +253,15 @@ def tree_cpu_seconds(pid: int) -> float:
     """`cpu_seconds` of ``pid`` and every process under it: a ``--workers N`` supervisor and its workers.
     A worker that exits between two readings takes its time with it; none does during a benchmark."""
     return cpu_seconds(pid) + sum(cpu_seconds(child) for child in descendants(pid))
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """``(busy, steal)`` since boot, over all cores, from ``/proc/stat``: user + nice + system CPU seconds (interrupt
+    time not included), and the seconds the hypervisor gave to someone else. (0.0, 0.0) where there is no /proc."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system) / tick, steal / tick
