@@ -170,8 +170,9 @@ def source_state() -> Source:
 
 def source_row(before: Source, after: Source) -> str:
     """The ``source`` row: the code at the start, and a plain warning when it changed before the end."""
-    if before.digest == after.digest and before.head == after.head:
-        return before.describe() + " (measured as on disk; unchanged from start to end of the run)"
+    if before.digest == after.digest:
+        moved = "" if before.head == after.head else f"; commits meanwhile, up to {after.head}, changed other files"
+        return before.describe() + f" (measured as on disk; unchanged from start to end of the run{moved})"
     return (f"at the start {before.describe()}; **the code on disk changed during the run** (at the end "
             f"{after.describe()}), so processes started later (profiles, miss path) may have run newer code than "
             "the hit path")
@@ -830,7 +831,7 @@ def report(started: datetime, elapsed: float, load: tuple[float, float], signing
     warnings = []
     if QUICK:
         warnings.append("**BENCH_QUICK=1: a shortened run to check the harness; its numbers are not for reading.**")
-    if source[0] != source[1]:
+    if source[0].digest != source[1].digest:
         warnings.append("**Warning: the code on disk changed during this run (see `source`).**")
     if not hit.clean:
         warnings.append("**Warning: some wrk rounds saw non-2xx answers or socket errors (see the rounds).**")
@@ -899,7 +900,7 @@ def main() -> None:
     source_after = source_state()
     text = report(started, time.monotonic() - clock, (load_before, os.getloadavg()[0]), signing, hit, profiles,
                   single, replicas, simulator_command, (source_before, source_after))
-    if source_after != source_before:
+    if source_after.digest != source_before.digest:
         print("WARNING: the code on disk changed during the run; docs say so", file=sys.stderr)
     out = Path(tempfile.gettempdir()) / "cams-bench-quick.md" if QUICK else ROOT / "docs" / "benchmarks.md"
     out.write_text(text)
