@@ -5,10 +5,17 @@ memory-cache gateway, then spread round-robin over 3 replicas sharing one redis-
 Every request's connection is opened beforehand (one ``GET /healthz`` each, all at once, so the N GETs do
 not wait on TCP handshakes and the listen backlog), then all N GETs are released together.
 
-The simulator answers after a fixed 3 s (``--latency-ms 3000 --jitter-ms 0``), longer than it takes this
-client to put 10,000 requests on the wire, so every request arrives while the one upstream call is in
-flight: each is a miss the gateway must coalesce, not a hit on an entry already filled. Requests that arrive
-after the fill are answered ``HIT`` and counted as such.
+The simulator answers after a fixed 8 s (``--latency-ms 8000 --jitter-ms 0``; the gateways get
+``--upstream-timeout-s 20``), longer than it takes this client to put 10,000 requests on the wire on a
+2-core machine (4-5 s measured), so every request arrives while the one upstream call is in flight: each is
+a miss the gateway must coalesce, not a hit on an entry already filled. Requests that arrive after the fill
+are answered ``HIT`` and counted as such.
+
+With replicas, the burst is released only once every replica's ``/readyz`` shows Redis healthy and no quiet
+period (opening thousands of connections at once can starve a replica's event loop long enough for a Redis
+command to time out, ``--redis-timeout-s`` 0.25 s, which opens its breaker). Redis outages the replicas count
+(``/readyz`` ``redis.outages``) during the burst itself are reported: during one, a replica coalesces only
+within itself (the documented Redis-down behaviour), so there can be one upstream call per replica.
 
 Per round: the simulator's calls (``/__sim/reset`` before, ``/__sim/stats`` after; expected exactly 1), the
 answers by ``X-Cache``, latency p50/p99 (from each request's send to its answer, on this client, whose one
@@ -51,10 +58,12 @@ from bench.procs import Proc, Procs
 SIZES: Final = (10, 100, 1_000) if QUICK else (10, 100, 1_000, 10_000)
 REPLICAS: Final = 3
 SPACE: Final = "77000000000001"
-LATENCY_MS: Final = 3000
+LATENCY_MS: Final = 8000
+#: How long to wait for every replica to report Redis healthy after the connections are opened.
+SETTLE_TIMEOUT_S: Final = 20.0
 NOFILE: Final = 2 * max(SIZES) + 1024
 #: Generous limits, like the miss path's: nothing here should be refused for the queue or a deadline.
-GATEWAY_FLAGS: Final = ("--deadline-s", "60", "--upstream-timeout-s", "8",
+GATEWAY_FLAGS: Final = ("--deadline-s", "60", "--upstream-timeout-s", "20",
                         "--queue-bound", f"{TEMPLATE}=1000")
 
 
@@ -80,6 +89,10 @@ class Round:
     answer_span_s: float
     connect_s: float
     gateways_alive: bool
+    #: With replicas: how long after the connections were open every replica reported Redis healthy (None:
+    #: one gateway, or not within SETTLE_TIMEOUT_S), and the Redis outages counted while the burst ran.
+    settle_s: float | None = None
+    outages_in_burst: int = 0
     error_sample: str = ""
 
     @property
@@ -114,7 +127,30 @@ async def _connect(session: aiohttp.ClientSession, url: str) -> None:
         await response.read()
 
 
-async def _round(gateways: list[Proc], n: int, index: int) -> tuple[list[Answer], float, float]:
+async def _redis_state(session: aiohttp.ClientSession, gateway: Proc) -> tuple[bool, int]:
+    """(healthy and not quiet, outages so far) from the gateway's /readyz; (True, 0) without Redis."""
+    async with session.get(f"{gateway.url}/readyz") as response:
+        body = await response.json()
+    redis = body.get("redis")
+    if redis is None:
+        return True, 0
+    healthy = body.get("status") == "ready" and redis.get("mode") == "shared" and not redis.get("quiet_for_s")
+    return healthy, int(redis.get("outages", 0))
+
+
+async def _settle(session: aiohttp.ClientSession, gateways: list[Proc]) -> tuple[float | None, int]:
+    """Wait until every gateway reports Redis healthy; (seconds waited or None, outages so far)."""
+    began = time.monotonic()
+    while True:
+        states = [await _redis_state(session, g) for g in gateways]
+        if all(ok for ok, _ in states):
+            return time.monotonic() - began, sum(n for _, n in states)
+        if time.monotonic() - began > SETTLE_TIMEOUT_S:
+            return None, sum(n for _, n in states)
+        await asyncio.sleep(0.1)
+
+
+async def _round(gateways: list[Proc], n: int, index: int) -> tuple[list[Answer], float, float, float | None, int]:
     params = {"CustSpaceId": SPACE, "Language": "en_US", "TemplateCode": f"{index:032x}"}
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=120)
     timeout = aiohttp.ClientTimeout(total=120)
@@ -123,6 +159,7 @@ async def _round(gateways: list[Proc], n: int, index: int) -> tuple[list[Answer]
         # one connection per request, kept alive in the pool for the GETs below
         await asyncio.gather(*(_connect(session, gateways[i % len(gateways)].url) for i in range(n)))
         connect_s = time.monotonic() - began
+        settle_s, outages_before = await _settle(session, gateways)
         start = asyncio.Event()
         tasks = [asyncio.create_task(_one(session, f"{gateways[i % len(gateways)].url}/v1/{TEMPLATE}", params, start))
                  for i in range(n)]
@@ -130,12 +167,13 @@ async def _round(gateways: list[Proc], n: int, index: int) -> tuple[list[Answer]
         released = time.monotonic()
         start.set()
         answers = list(await asyncio.gather(*tasks))
-    return answers, released, connect_s
+        outages_after = sum([(await _redis_state(session, g))[1] for g in gateways])
+    return answers, released, connect_s, settle_s, outages_after - outages_before
 
 
 def _measure(simulator: Proc, gateways: list[Proc], setup: str, n: int, index: int) -> Round:
     sim_reset(simulator)
-    answers, _released, connect_s = asyncio.run(_round(gateways, n, index))
+    answers, _released, connect_s, settle_s, outages = asyncio.run(_round(gateways, n, index))
     stats = sim_stats(simulator, TEMPLATE)
     ok = [a for a in answers if a.status == 200]
     errors = [a for a in answers if a.status != 200]
@@ -147,7 +185,8 @@ def _measure(simulator: Proc, gateways: list[Proc], setup: str, n: int, index: i
         p50_s=percentile(latencies, 50), p99_s=percentile(latencies, 99),
         send_span_s=max(a.sent for a in answers) - min(a.sent for a in answers),
         answer_span_s=max(answered) - min(answered) if answered else 0.0, connect_s=connect_s,
-        gateways_alive=all(g.alive() for g in gateways),
+        gateways_alive=all(g.alive() for g in gateways), settle_s=settle_s if len(gateways) > 1 else None,
+        outages_in_burst=outages,
         error_sample=(f"{errors[0].status} {errors[0].cache}" if errors else ""))
 
 
@@ -197,29 +236,38 @@ def section(result: CoalescingResult) -> list[str]:
         "from the simulator (`/__sim/reset` before each round, `/__sim/stats` after). Latency is from each "
         f"request's send to its answer on the client, so it includes the {LATENCY_MS / 1000:.0f} s upstream call and "
         "the client's own event loop reading N answers; \"answers over\" is the spread from the first answer to "
-        "the last. Gateway flags: `--deadline-s 60 --upstream-timeout-s 8 --queue-bound "
-        f"{TEMPLATE}=1000`. Open files: this process's soft `RLIMIT_NOFILE` was raised to "
+        f"the last. Gateway flags: `{' '.join(GATEWAY_FLAGS)}`. With replicas the burst is released only once "
+        "every replica's `/readyz` shows Redis healthy with no quiet period (\"Redis ready after\": opening thousands "
+        "of connections at once can starve a replica's event loop past `--redis-timeout-s`, 0.25 s, and open its "
+        "breaker); \"Redis outages\" counts the replicas' `redis.outages` that happened during the burst itself (in "
+        "one, a replica coalesces only within itself, the documented Redis-down behaviour, so each replica may call "
+        "once). Open files: this process's soft `RLIMIT_NOFILE` was raised to "
         f"{result.nofile[0]:,} (hard {result.nofile[1]:,}) with `resource.setrlimit` before the gateways "
         "started, and they inherit it.",
         "",
-        f"**Target: exactly 1 upstream call per round, no errors: {verdict(not failed)}**"
-        + (f" ({len(failed)} rounds missed it: "
-           + "; ".join(f"{r.setup} N={r.n:,}: {r.upstream_calls} calls, {r.errors} errors"
-                       + ("" if r.gateways_alive else ", a gateway died") for r in failed) + ")" if failed else "")
+        f"**Target: exactly 1 upstream call per round, no errors:** {verdict(not failed)}"
+        + (f" ({len(failed)} of {len(result.rounds)} rounds missed it: "
+           + "; ".join(f"{r.setup} N={r.n:,}: {r.upstream_calls} calls, {r.errors} errors, {r.outages_in_burst} "
+                       "Redis outages during the burst" + ("" if r.gateways_alive else ", a gateway died")
+                       for r in failed) + ")" if failed else "")
         + ".",
         "",
         "| setup | N | upstream calls | throttled | answers by X-Cache | errors | latency p50 | latency p99 | "
-        "client sent all N in | answers over | connect N |",
-        "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "client sent all N in | answers over | connect N | Redis ready after | Redis outages in burst |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result.rounds:
         answers = ", ".join(f"{cache} {count:,}" for cache, count in r.answers.items()) or "—"
         errors = f"{r.errors:,}" + (f" (e.g. {r.error_sample})" if r.error_sample else "")
         if not r.gateways_alive:
             errors += "; a gateway exited"
+        replicated = r.setup != "1 gateway"
+        settle = "—" if not replicated else _ms(r.settle_s) if r.settle_s is not None else \
+            f"not in {SETTLE_TIMEOUT_S:.0f} s"
+        outages = str(r.outages_in_burst) if replicated else "—"
         lines.append(f"| {r.setup} | {r.n:,} | {r.upstream_calls} | {r.throttled} | {answers} | {errors} | "
                      f"{_ms(r.p50_s)} | {_ms(r.p99_s)} | {_ms(r.send_span_s)} | {_ms(r.answer_span_s)} | "
-                     f"{_ms(r.connect_s)} |")
+                     f"{_ms(r.connect_s)} | {settle} | {outages} |")
     lines += [
         "",
         "```sh",
