@@ -266,7 +266,9 @@ def section(result: FairnessResult) -> list[str]:
         "(water-filling). x = served / fair share; Jain's index J = (Σx)² / (n·Σx²), 1.0 when every tenant got "
         f"exactly its share. Queue wait (client) = answer time − 80 ms simulated latency (±20 ms), over all of "
         f"the tenant's requests: one not answered in W counts as \"> {w:.0f} s\". Queue wait (gateway) = "
-        "`queue_wait_ms` from the gateway's access log, for the requests answered in W.",
+        "`queue_wait_ms` from the gateway's access log, for the requests answered in W (from entering the "
+        "queue to the grant). The client's figure is larger by the time to reach the queue (all connections "
+        "open at once), the gateway's own handling and the ±20 ms latency jitter.",
         "",
         f"**Jain's index over the fair shares: J = {result.jain:.4f}** (target ≥ {TARGET_JAIN}: "
         f"{verdict(result.met)}). {result.served} requests served in {w:.0f} s "
