@@ -16,9 +16,11 @@ from redis.asyncio.cluster import RedisCluster
 RedisClient: TypeAlias = Redis | RedisCluster
 
 
-#: Connections per client (per node on a cluster). A burst beyond it waits for a free connection (at most the
-#: reply timeout) instead of failing: an exhausted pool says nothing about Redis's health.
+#: Connections per client (per node on a cluster). A burst beyond it waits for a free connection (at most
+#: `POOL_WAIT_S`) instead of failing: an exhausted pool says nothing about Redis's health, so the wait is not
+#: the reply timeout (with a dead Redis, connections fail at their own connect timeout and free up quickly).
 MAX_CONNECTIONS: Final = 128
+POOL_WAIT_S: Final = 2.0
 
 
 def connect(url: str, *, cluster: bool, timeout: float | None, connect_timeout: float) -> RedisClient:
@@ -26,7 +28,7 @@ def connect(url: str, *, cluster: bool, timeout: float | None, connect_timeout: 
     if cluster:
         return RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
                                      decode_responses=False, max_connections=MAX_CONNECTIONS)
-    pool = BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=timeout or connect_timeout,
+    pool = BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_S,
                                            socket_timeout=timeout, socket_connect_timeout=connect_timeout,
                                            decode_responses=False, health_check_interval=0 if timeout else 5)
     return Redis.from_pool(pool)  # the client owns the pool and closes it
