@@ -37,6 +37,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
@@ -808,7 +809,7 @@ def commands_section(hit: HitRun, profiles: dict[str, Profiled], single: MissRun
 
 def report(started: datetime, elapsed: float, load: tuple[float, float], signing: SigningResult, hit: HitRun,
            profiles: dict[str, Profiled], single: MissRun, replicas: MissRun, simulator: str,
-           source: tuple[Source, Source]) -> str:
+           source: tuple[Source, Source], extra: Sequence[str] = ()) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -824,6 +825,7 @@ def report(started: datetime, elapsed: float, load: tuple[float, float], signing
         *reading(hit, profiles, single, replicas),
         *hit_section(hit),
         *miss_section(single, replicas),
+        *extra,
         *hotspot_section(profiles["memory"], profiles["redis-only"]),
         *signing_section(signing),
         *commands_section(hit, profiles, single, replicas, simulator),
@@ -865,6 +867,36 @@ def _stop_on_signal(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
 
 
+def later_benchmarks(procs: Procs, workdir: Path, hit: HitRun, single: MissRun) -> list[str]:
+    """The benchmarks of the freshness, fairness and operations issues, and the plots: Markdown sections.
+    ``BENCH_SKIP_REFRESH=1`` leaves out the refresh-ahead run (the longest: warm-up plus two 300 s TTLs)."""
+    from bench import coalescing, fairness, nginx, plots, refresh
+
+    lines: list[str] = ["## Plots", ""]
+    images = ROOT / "docs" / "img"
+    rows = [(LABELS[target], hit.median(target, "requests_per_s")) for target in TARGETS]
+    plots.plot_hit_path(rows, images / "hit-path.png", targets={"target 0.9x": 0.9, "target 0.6x": 0.6})
+    lines += ["![hit path](img/hit-path.png)", ""]
+    for result in single.results:
+        if result.call_times:
+            name = f"upstream-rate-{result.action}.png"
+            plots.plot_upstream_rate(result.call_times, result.cap, images / name,
+                                     title=f"{result.action}: upstream calls per second (one gateway, backlog)")
+            lines += [f"![upstream rate {result.action}](img/{name})", ""]
+    print("fairness: 20 tenants, skewed demand ...", flush=True)
+    lines += fairness.section(fairness.run_fairness(procs, workdir))
+    print("coalescing: 10 to 10,000 identical misses ...", flush=True)
+    lines += coalescing.section(coalescing.run_coalescing(procs, workdir))
+    print("hit path against nginx proxy_cache ...", flush=True)
+    lines += nginx.section(nginx.run_nginx(procs, workdir))
+    if os.environ.get("BENCH_SKIP_REFRESH") != "1":
+        print("refresh-ahead: Zipf over 1,000 templates at 200 req/s (warm-up + 2 TTLs) ...", flush=True)
+        lines += refresh.section(refresh.run_refresh(procs, workdir))
+    else:
+        lines += ["## Refresh-ahead", "", "Skipped in this run (`BENCH_SKIP_REFRESH=1`).", ""]
+    return lines
+
+
 def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop_on_signal)
@@ -889,6 +921,7 @@ def main() -> None:
                   "once) ...", flush=True)
             replicas = miss_path_replicas(procs, simulator)
             simulator_command = simulator.command
+            extra = later_benchmarks(procs, Path(tmp), hit, single)
         except BaseException:
             for proc in procs.started:
                 code = proc.popen.poll()
@@ -899,7 +932,7 @@ def main() -> None:
             raise
     source_after = source_state()
     text = report(started, time.monotonic() - clock, (load_before, os.getloadavg()[0]), signing, hit, profiles,
-                  single, replicas, simulator_command, (source_before, source_after))
+                  single, replicas, simulator_command, (source_before, source_after), extra)
     if source_after.digest != source_before.digest:
         print("WARNING: the code on disk changed during the run; docs say so", file=sys.stderr)
     out = Path(tempfile.gettempdir()) / "cams-bench-quick.md" if QUICK else ROOT / "docs" / "benchmarks.md"

@@ -59,6 +59,8 @@ class ActionResult:
     gateway_errors: int = 0
     #: Misses sent to each gateway, in the order the gateways were given.
     per_gateway: list[int] = field(default_factory=list)
+    #: When each upstream-bound miss was answered (monotonic seconds): one per upstream call, for the plot.
+    call_times: list[float] = field(default_factory=list)
 
     @property
     def calls_per_s(self) -> float:
@@ -166,6 +168,7 @@ def summarise(action: str, samples: list[Sample], stats: dict[str, Any], began: 
         answers=dict(sorted(counts.items(), key=lambda kv: -kv[1])),
         gateway_errors=sum(1 for s in mine if s.cache not in {"MISS", "HIT", "COALESCED"}),
         per_gateway=[sum(1 for s in mine if s.gateway == number) for number in range(gateways)],
+        call_times=answered,
     )
 
 
