@@ -433,26 +433,40 @@ class Profiled:
     spots: Hotspots
     commands: list[str]
     wrk: WrkResult
+    #: What went wrong on the way, said in the report (a gateway that had to be killed, its profile lost).
+    notes: tuple[str, ...] = ()
 
 
-def hot_spots(procs: Procs, simulator: Proc, workdir: Path, target: str, redis_url: str | None = None) -> Profiled:
-    profile = workdir / f"gateway-{target}.prof"
-    gateway = procs.gateway(f"gateway-{target}-cprofile", simulator.url, redis_url=redis_url,
-                            extra=TARGET_FLAGS[target], profile_to=profile)
-    _warm(gateway)
-    result = run_wrk(gateway.url + HIT_PATH, threads=WRK_THREADS, connections=WRK_CONNECTIONS,
-                     seconds=PROFILE_SECONDS)
-    commands = [gateway.command, result.command]
-    # SIGTERM: the gateway stops cleanly and cProfile writes the file. The wait covers the gateway's own
-    # shutdown grace (default 20 s) should a call still be in flight; a SIGKILL would lose the profile.
-    procs.stop(gateway, timeout=PROFILE_STOP_S)
-    deadline = time.monotonic() + 5
-    while not profile.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if not profile.exists():
-        raise RuntimeError(f"{gateway.name} wrote no profile (exit {gateway.popen.returncode}): {gateway.command}\n"
-                           f"{gateway.log_tail()}")
-    return Profiled(analyse(profile), commands, result)
+def hot_spots(procs: Procs, simulator: Proc, workdir: Path, target: str, redis_url: str | None = None,
+              attempts: int = 2) -> Profiled:
+    """A gateway under cProfile for `PROFILE_SECONDS` of wrk. cProfile writes its file only when the gateway exits
+    on SIGTERM; one that has not exited after `PROFILE_STOP_S` (longer than its default 20 s shutdown grace) gets
+    SIGABRT (``PYTHONFAULTHANDLER=1``: its log ends with every thread's Python stack, copied to stderr) and is
+    killed, the report says so, and a fresh gateway is profiled, up to ``attempts`` times."""
+    notes: list[str] = []
+    for attempt in range(1, attempts + 1):
+        profile = workdir / f"gateway-{target}-{attempt}.prof"
+        gateway = procs.gateway(f"gateway-{target}-cprofile-{attempt}", simulator.url, redis_url=redis_url,
+                                extra=TARGET_FLAGS[target], profile_to=profile, env={"PYTHONFAULTHANDLER": "1"})
+        _warm(gateway)
+        result = run_wrk(gateway.url + HIT_PATH, threads=WRK_THREADS, connections=WRK_CONNECTIONS,
+                         seconds=PROFILE_SECONDS)
+        commands = [gateway.command, result.command]
+        if not procs.stop(gateway, timeout=PROFILE_STOP_S):
+            notes.append(f"the {target} gateway under cProfile (attempt {attempt}) had not exited "
+                         f"{PROFILE_STOP_S:.0f} s after SIGTERM, with no request in flight, and was killed, so its "
+                         "profile was lost")
+            print(f"--- {gateway.name} did not exit on SIGTERM within {PROFILE_STOP_S:.0f} s; its log (with the "
+                  f"Python stacks at SIGABRT):\n{gateway.log_tail(120)}", file=sys.stderr, flush=True)
+            continue
+        deadline = time.monotonic() + 5
+        while not profile.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if profile.exists():
+            return Profiled(analyse(profile), commands, result, tuple(notes))
+        notes.append(f"the {target} gateway under cProfile (attempt {attempt}) exited with "
+                     f"{gateway.popen.returncode} and wrote no profile")
+    raise RuntimeError(f"no profile of the {target} gateway in {attempts} attempts: " + "; ".join(notes))
 
 
 # ---------------------------------------------------------------------------------- miss path
@@ -618,6 +632,10 @@ def hotspot_section(memory: Profiled, shared: Profiled) -> list[str]:
         label = "· " * mine.depth + mine.label
         lines.append(f"| {label} | {memory.spots.per_request_us(mine):,.1f} | {memory.spots.share(mine):.0%} | "
                      f"{shared.spots.per_request_us(theirs):,.1f} | {shared.spots.share(theirs):.0%} |")
+    notes = [*memory.notes, *shared.notes]
+    if notes:
+        lines += ["", "**Profiling did not go cleanly:** " + "; ".join(notes) + ". The figures above come from the "
+                  "attempt that exited normally. A gateway that ignores SIGTERM this long is worth a look."]
     for name, profiled in (("memory", memory), ("Redis-only", shared)):
         lines += ["", f"Largest own time, {name} gateway (functions called about once per request or more):", "",
                   "| function | share of busy time |", "| --- | ---: |"]
@@ -833,6 +851,8 @@ def report(started: datetime, elapsed: float, load: tuple[float, float], signing
     warnings = []
     if QUICK:
         warnings.append("**BENCH_QUICK=1: a shortened run to check the harness; its numbers are not for reading.**")
+    if any(profiled.notes for profiled in profiles.values()):
+        warnings.append("**Warning: a profiled gateway did not stop on SIGTERM (see the profile section).**")
     if source[0].digest != source[1].digest:
         warnings.append("**Warning: the code on disk changed during this run (see `source`).**")
     if not hit.clean:

@@ -9,8 +9,10 @@ log line costs throughput, and then its "gateway ready" line is not printed at a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -82,15 +84,23 @@ class Proc:
         except OSError:
             return "(no log)"
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    def stop(self, timeout: float = 10.0) -> bool:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; False when it had to be killed. A process started with
+        ``PYTHONFAULTHANDLER=1`` first gets SIGABRT, so its log ends with every thread's Python stack."""
         if self.popen.poll() is None:
             self.popen.terminate()
             try:
                 self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+                if self.env.get("PYTHONFAULTHANDLER"):
+                    self.popen.send_signal(signal.SIGABRT)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.popen.wait(timeout=3)
+                if self.popen.poll() is None:
+                    self.popen.kill()
+                    self.popen.wait()
+                return False
+        return True
 
 
 def _spawn(name: str, argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -169,10 +179,11 @@ class Procs:
         while self.started:
             self.started.pop().stop()
 
-    def stop(self, proc: Proc, timeout: float = 10.0) -> None:
-        proc.stop(timeout)
+    def stop(self, proc: Proc, timeout: float = 10.0) -> bool:
+        stopped = proc.stop(timeout)
         if proc in self.started:
             self.started.remove(proc)
+        return stopped
 
     def _start(self, name: str, argv: list[str], url: str, port: int, probe: Callable[[], bool],
                env: dict[str, str] | None = None) -> Proc:
@@ -195,8 +206,10 @@ class Procs:
         return self._start(name, argv, url, port, lambda: _http_ok(f"{url}/__sim/health"))
 
     def gateway(self, name: str, upstream: str, *, redis_url: str | None = None,
-                extra: Sequence[str] = (), profile_to: Path | None = None) -> Proc:
-        """``python -m proxy serve``; with ``profile_to``, under ``cProfile`` (written when it stops)."""
+                extra: Sequence[str] = (), profile_to: Path | None = None,
+                env: Mapping[str, str] | None = None) -> Proc:
+        """``python -m proxy serve``; with ``profile_to``, under ``cProfile`` (written when it stops); ``env`` is
+        added to the AccessKey variables."""
         port = free_port()
         profiler = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
         argv = [python(), *profiler, "-m", "proxy", "serve", "--port", str(port), "--upstream", upstream,
@@ -205,7 +218,8 @@ class Procs:
             argv += ["--redis-url", redis_url]
         argv += list(extra)
         url = f"http://{HOST}:{port}"
-        return self._start(name, argv, url, port, lambda: _http_ok(f"{url}/healthz"), env=dict(GATEWAY_ENV))
+        return self._start(name, argv, url, port, lambda: _http_ok(f"{url}/healthz"),
+                           env={**GATEWAY_ENV, **(env or {})})
 
     def bare(self, source: str, name: str = "bare-aiohttp") -> Proc:
         """`bench.bare`: answers every GET with the body and Content-Type ``source`` answered at start-up."""
