@@ -38,7 +38,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
 from pathlib import Path
@@ -133,40 +133,41 @@ def _redis_version() -> str:
 
 @dataclass(frozen=True)
 class Source:
-    """The code a run measured: the commit, how many paths under ``proxy/`` and of the ``bench`` modules this run
-    loaded differed from it, and a digest of those files as on disk (every process runs what is on disk when it
-    starts)."""
+    """The code a run measured: the commit, how many paths under ``proxy/`` and ``bench/`` differed from it, and a
+    digest of the files as on disk (every process runs what is on disk when it starts)."""
 
     head: str
     changed: int
     digest: str
+    files: tuple[Path, ...] = field(default=(), compare=False, repr=False)
 
     def describe(self) -> str:
         if not self.head:
             return "not a git checkout"
         if not self.changed:
-            return f"git {self.head}, `proxy/` and the benchmark's modules as committed"
-        return (f"git {self.head} **plus uncommitted changes** in {self.changed} paths under `proxy/` and the "
-                "benchmark's modules")
+            return f"git {self.head}, `proxy/` and `bench/` as committed"
+        return f"git {self.head} **plus uncommitted changes** in {self.changed} paths under `proxy/` and `bench/`"
 
 
-def source_state() -> Source:
+def source_state(files: tuple[Path, ...] | None = None) -> Source:
+    """The code on disk now: ``files`` (by default every file under ``proxy/`` and every ``bench/*.py`` there is
+    now; pass the start's `Source.files` at the end, so that modules imported on the way or files added meanwhile
+    do not count as a change)."""
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], capture_output=True, text=True, check=False, cwd=ROOT).stdout
         except OSError:
             return ""
 
-    loaded = {Path(module.__file__) for module in list(sys.modules.values())
-              if getattr(module, "__file__", None) and Path(module.__file__).parent == ROOT / "bench"}
+    if files is None:
+        files = tuple(sorted((*ROOT.glob("proxy/**/*.py"), *ROOT.glob("proxy/**/*.json"), *ROOT.glob("bench/*.py"))))
     digest = hashlib.sha256()
-    for path in sorted((*ROOT.glob("proxy/**/*.py"), *ROOT.glob("proxy/**/*.json"), *loaded)):
+    for path in files:
         digest.update(str(path.relative_to(ROOT)).encode())
         with contextlib.suppress(OSError):
             digest.update(path.read_bytes())
-    paths = ["proxy", *(str(path.relative_to(ROOT)) for path in sorted(loaded))]
-    changed = [line for line in git("status", "--porcelain", "--", *paths).splitlines() if line.strip()]
-    return Source(git("rev-parse", "--short", "HEAD").strip(), len(changed), digest.hexdigest())
+    changed = [line for line in git("status", "--porcelain", "--", "proxy", "bench").splitlines() if line.strip()]
+    return Source(git("rev-parse", "--short", "HEAD").strip(), len(changed), digest.hexdigest(), files)
 
 
 def source_row(before: Source, after: Source) -> str:
@@ -950,7 +951,7 @@ def main() -> None:
                          else f"exited with {code}")
                 print(f"--- {proc.name} (pid {proc.pid}, {state}): {proc.command}\n{proc.log_tail()}", file=sys.stderr)
             raise
-    source_after = source_state()
+    source_after = source_state(source_before.files)
     text = report(started, time.monotonic() - clock, (load_before, os.getloadavg()[0]), signing, hit, profiles,
                   single, replicas, simulator_command, (source_before, source_after), extra)
     if source_after.digest != source_before.digest:
