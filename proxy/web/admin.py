@@ -175,7 +175,7 @@ class AdminRoutes:
 
 def status_document(app: web.Application) -> dict[str, Any]:
     """What an operator's status view reads: flow counters, cache tiers, queues and the Redis mode."""
-    from proxy.web.app import QUEUES, READTHROUGH, REPLICA_KIT
+    from proxy.web.app import QUEUES, READTHROUGH, REPLICA_KIT, in_process_cache
 
     readthrough = app[READTHROUGH]
     cache = readthrough.cache
@@ -183,8 +183,8 @@ def status_document(app: web.Application) -> dict[str, Any]:
     if isinstance(cache, TieredCache):
         tiers.update(l1_entries=len(cache.l1), l1_hits=cache.l1_hits, l2_hits=cache.l2_hits,
                      invalidations=cache.invalidations)
-    elif hasattr(cache, "__len__"):
-        tiers["entries"] = len(cache)  # type: ignore[arg-type]
+    elif (memory := in_process_cache(cache)) is not None:
+        tiers["entries"] = len(memory)
     kit = app[REPLICA_KIT]
     now = asyncio.get_running_loop().time()
     queues: dict[str, Any] = {}

@@ -326,13 +326,19 @@ async def drain(app: web.Application) -> None:
     log.info("shutting down: queued misses refused with Retry-After, calls in flight finish", refused=refused)
 
 
+def in_process_cache(cache: Cache) -> MemoryCache | None:
+    """The process's own cache tier: the L1 of a tiered cache, the memory cache itself, or None (Redis only)."""
+    if isinstance(cache, TieredCache):
+        return cache.l1
+    return cache if isinstance(cache, MemoryCache) else None
+
+
 def sample_metrics(app: web.Application) -> None:
     """Refresh this process's gauges: queue depths, budget use, L1 size, Redis state."""
     now = asyncio.get_running_loop().time()
     queues = app[QUEUES]
     kit = app[REPLICA_KIT]
-    cache = app[READTHROUGH].cache
-    l1 = cache.l1 if isinstance(cache, TieredCache) else cache if isinstance(cache, MemoryCache) else None
+    l1 = in_process_cache(app[READTHROUGH].cache)
     app[METRICS].sample({name: q.depths() for name, q in queues.items()},
                         {name: q.use(now) for name, q in queues.items()},
                         len(l1) if l1 is not None else None,
