@@ -234,6 +234,14 @@ class ReadThrough:
             return Answer(fallback, CacheStatus.STALE, stale_reason="stale-if-error", failed_status=error.status)
         raise error from cause
 
+    def record_hit(self, key: str, spec: ActionSpec, params: Mapping[str, str], entry: Entry, tenant: str) -> None:
+        """A fresh hit answered by the web layer's short path: counted (hits, request metrics) and noted for
+        refresh-ahead, in one call (it runs on every hit)."""
+        self.counters.hits += 1
+        self.metrics.count_request(spec.name, "HIT", entry.status, tenant)
+        if self.refresh_ahead is not None and 200 <= entry.status < 300:
+            self.refresh_ahead.note_hit(key, spec, params, entry.fetched_at, entry.fresh_until)
+
     def note_hit(self, key: str, spec: ActionSpec, params: Mapping[str, str], entry: Entry) -> None:
         """A fresh hit: plan this key's refresh-ahead (successes only; negative answers just expire)."""
         if self.refresh_ahead is not None and 200 <= entry.status < 300:

@@ -39,6 +39,10 @@ class Cache(Protocol):
     async def get(self, key: str) -> Entry | None:
         """The live entry under ``key``, or None. Raises `CacheError` if the backend is unreachable."""
 
+    def peek(self, key: str) -> Entry | None:
+        """The live entry under ``key`` if this process holds it, with no I/O and no await; None means "ask
+        `get`" (the hit path tries this first: a coroutine per hit is a measurable cost)."""
+
     async def set(self, key: str, entry: Entry, ttl: float) -> None:
         """Store ``entry`` for ``ttl`` seconds (> 0), replacing any previous one."""
 

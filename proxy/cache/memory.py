@@ -59,6 +59,10 @@ class MemoryCache:
 
     async def get(self, key: str) -> Entry | None:
         """The live entry under ``key`` (now the most recently used), or None; an expired entry is dropped."""
+        return self.peek(key)
+
+    def peek(self, key: str) -> Entry | None:
+        """`get` without the coroutine: everything here is in the process."""
         slot = self._slots.get(key)
         if slot is None:
             return None

@@ -17,7 +17,9 @@ every ``get`` started in the same event-loop iteration shares one ``MGET`` (at m
 cluster, one ``MGET`` per slot, pipelined), so under load one round trip and one reply parse serve many
 hits (redis-py's per-command cost dominated the Redis-only hit path). A lone ``get`` still costs one
 round trip and waits for nothing: the batch is sent on the next loop iteration.
-The body is taken from the stored value by slicing; it is never re-encoded.
+The body is taken from the stored value by slicing; it is never re-encoded. A value is unpacked once per
+batch, and not again while the key's bytes stay the same (the last value of up to `MAX_DECODED` keys is
+kept as its `Entry` and the header bytes before the body, and a new read is compared with them in place).
 
 Guarantees:
 
@@ -50,6 +52,8 @@ from proxy.cache.base import CacheError, Entry
 from proxy.redis_clients import RedisClient
 
 MAX_BATCH: Final = 512
+#: Keys whose last read value is kept with its unpacked `Entry` (see `RedisCache._entry`).
+MAX_DECODED: Final = 4096
 MAGIC = b"c2"
 HEADER = struct.Struct(">2sHdddH")  # magic, status, fetched_at, fresh_until, stale_until, content-type length
 _MAX_U16 = 0xFFFF
@@ -111,7 +115,8 @@ class RedisCache:
             raise ValueError("RedisCache needs a client with decode_responses=False")
         self.client = client
         self.prefix = prefix
-        self._pending: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self._pending: dict[str, list[asyncio.Future[Entry | None]]] = {}
+        self._decoded: dict[str, tuple[bytes, Entry]] = {}
         self._flush_scheduled = False
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -126,16 +131,36 @@ class RedisCache:
         """The Redis key that holds ``key``."""
         return self.prefix + key
 
+    def peek(self, key: str) -> Entry | None:
+        """Always None: every entry is in Redis, so `get` must be asked."""
+        return None
+
     async def get(self, key: str) -> Entry | None:
         """The live entry under ``key``, or None (also for an unreadable value). Raises `CacheError`."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[bytes | None] = loop.create_future()
+        future: asyncio.Future[Entry | None] = loop.create_future()
         self._pending.setdefault(self.key(key), []).append(future)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        value = await future
-        return None if value is None else unpack_entry(value)
+        return await future
+
+    def _entry(self, key: str, value: bytes) -> Entry | None:
+        """``value`` (read under ``key``) unpacked, reusing the last `Entry` read for the key when the bytes
+        are the same: hot keys are unpacked once per fill, not once per hit, and a hit's rendered headers
+        (keyed on the entry) can be reused."""
+        decoded = self._decoded.get(key)
+        if decoded is not None:
+            head, entry = decoded
+            if (len(value) == len(head) + len(entry.body) and value.startswith(head)
+                    and value.endswith(entry.body)):  # compared in place: no copy of the value
+                return entry
+        found = unpack_entry(value)
+        if found is not None:
+            if decoded is None and len(self._decoded) >= MAX_DECODED:
+                self._decoded.clear()
+            self._decoded[key] = (value[:len(value) - len(found.body)], found)
+        return found
 
     def _flush(self) -> None:
         """Send what this loop iteration asked for, `MAX_BATCH` keys per ``MGET``."""
@@ -148,7 +173,7 @@ class RedisCache:
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: dict[str, list[asyncio.Future[bytes | None]]]) -> None:
+    async def _send(self, batch: dict[str, list[asyncio.Future[Entry | None]]]) -> None:
         keys = list(batch)
         try:
             with _translated("MGET"):
@@ -165,9 +190,10 @@ class RedisCache:
                         future.set_exception(error)
             return
         for key, value in zip(keys, values, strict=True):
+            entry = self._entry(key, value) if isinstance(value, bytes) else None
             for future in batch[key]:
                 if not future.done():
-                    future.set_result(value if isinstance(value, bytes) else None)
+                    future.set_result(entry)
 
     async def get_with_ttl(self, key: str) -> tuple[Entry, float] | None:
         """The live entry and the seconds it has left, in one round trip (GET + PTTL). Raises `CacheError`."""

@@ -63,10 +63,16 @@ class TieredCache:
         else:
             self.breaker.failure(self._now())
 
-    async def get(self, key: str) -> Entry | None:
-        entry = await self.l1.get(key)
+    def peek(self, key: str) -> Entry | None:
+        """The L1 entry, if any (no Redis)."""
+        entry = self.l1.peek(key)
         if entry is not None:
             self.l1_hits += 1
+        return entry
+
+    async def get(self, key: str) -> Entry | None:
+        entry = self.peek(key)
+        if entry is not None:
             return entry
         if not self.breaker.healthy:
             return None

@@ -47,7 +47,7 @@ from proxy.upstream.client import UpstreamClient, create_session
 from proxy.web.admin import PURGER, AdminRoutes
 from proxy.web.calls import deadline_seconds as request_deadline
 from proxy.web.calls import parse_call, priority_of
-from proxy.web.headers import age, cache_status, hit_status, rate_limit, rate_limit_policy
+from proxy.web.headers import RATE_LIMIT_REUSE_S, HitHeaders, age, cache_status, rate_limit, rate_limit_policy
 from proxy.web.rendering import error_response, new_request_id, request_id_for
 
 MAX_LINE_BYTES: Final = 8190
@@ -153,6 +153,7 @@ class CallHandler:
         self._queues: dict[str, UpstreamQueue] = {}
         self._policies: dict[str, str] = {}
         self._rate_limits: dict[str, tuple[float, str]] = {}
+        self._hit_headers = HitHeaders(MEMO_SIZE)
         self._auth_required = True  # until bind(): the full path handles everything
 
     def bind(self, readthrough: ReadThrough, resolver: TenantResolver, queues: dict[str, UpstreamQueue]) -> None:
@@ -163,9 +164,8 @@ class CallHandler:
         self._auth_required = resolver.directory.require_authentication
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        started = time.monotonic()
-        headers = request.headers
-        incoming = headers.get("X-Request-Id")
+        started = time.monotonic() if self._access_log else 0.0
+        incoming = request.headers.get("X-Request-Id")
         request_id = request_id_for(incoming) if incoming else new_request_id()
         fields: dict[str, Any] = {}
         try:
@@ -173,15 +173,16 @@ class CallHandler:
             if repeated is not None:
                 call, tenant = repeated
                 readthrough = self._readthrough
-                try:
-                    entry = await readthrough.cache.get(call.key)
-                except CacheError:
-                    entry = None  # the full path below logs and counts it
+                cache = readthrough.cache
+                entry = cache.peek(call.key)
+                if entry is None:
+                    try:
+                        entry = await cache.get(call.key)
+                    except CacheError:
+                        entry = None  # the full path below logs and counts it
                 now = time.time()
                 if entry is not None and now < entry.fresh_until:
-                    readthrough.counters.hits += 1
-                    readthrough.metrics.count_request(call.spec.name, "HIT", entry.status, tenant)
-                    readthrough.note_hit(call.key, call.spec, call.params, entry)
+                    readthrough.record_hit(call.key, call.spec, call.params, entry, tenant)
                     if self._access_log:
                         log.info("request", request_id=request_id, method=request.method, path=request.path,
                                  status=entry.status, duration_ms=round((time.monotonic() - started) * 1000, 2),
@@ -219,20 +220,22 @@ class CallHandler:
         return call, header_label(headers) or call.query_label or ANONYMOUS
 
     def _hit_response(self, entry: Entry, request_id: str, call: MemoCall, now: float) -> web.Response:
-        """A fresh hit: the upstream's status and bytes, untouched, with the gateway's headers (one dict: the
-        hit path's cost; see `proxy.web.headers`). No ``X-Cache-Key`` here: each header costs on every hit, and
-        the key is on the answer that filled the entry (and the purge API also takes the call itself)."""
-        name = call.spec.name
-        return web.Response(body=entry.body, status=entry.status, headers={
-            "Content-Type": entry.content_type, "X-Cache": "HIT", "Age": age(entry.fetched_at, now),
-            "Cache-Status": hit_status(entry.fresh_until, now), "X-Request-Id": request_id,
-            "RateLimit-Policy": self._policies[name], "RateLimit": self._rate_limit(name)})
+        """A fresh hit: the upstream's status and bytes, untouched, with the gateway's headers, rendered once
+        per entry and reused (`HitHeaders`). No ``X-Cache-Key`` here: each header costs on every hit, and the
+        key is on the answer that filled the entry (and the purge API also takes the call itself)."""
+        headers = self._hit_headers.lookup(call.key, entry, now)
+        if headers is None:
+            name = call.spec.name
+            headers = self._hit_headers.render(call.key, entry, now, self._policies[name], self._rate_limit(name))
+        response = web.Response(body=entry.body, status=entry.status, headers=headers)
+        response.headers["X-Request-Id"] = request_id
+        return response
 
     def _rate_limit(self, action: str) -> str:
-        """The ``RateLimit`` header, rebuilt at most every 50 ms per action (it is sent on every hit)."""
+        """The ``RateLimit`` header, rebuilt at most every `RATE_LIMIT_REUSE_S` per action."""
         now = asyncio.get_running_loop().time()
         built_at, header = self._rate_limits.get(action, (-1.0, ""))
-        if now - built_at > 0.05:
+        if now - built_at > RATE_LIMIT_REUSE_S:
             header = rate_limit(*self._queues[action].rate_limit(now))
             self._rate_limits[action] = (now, header)
         return header

@@ -22,9 +22,9 @@ _COUNTER = itertools.count(1)
 
 
 def new_request_id() -> str:
-    """A request id unique to this process run: a random per-process prefix and a counter (cheaper than a
-    UUID per request, and still unique across replicas and restarts)."""
-    return f"{_PREFIX}{next(_COUNTER):010x}"
+    """A request id unique to this process run: a random per-process prefix and a decimal counter (cheaper
+    than a UUID per request, or a hex counter, and still unique across replicas and restarts)."""
+    return f"{_PREFIX}-{next(_COUNTER)}"
 
 
 def request_id_for(incoming: str | None) -> str:

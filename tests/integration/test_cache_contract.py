@@ -364,6 +364,34 @@ async def test_concurrent_gets_share_one_mget_and_each_gets_its_own_entry(redis_
     await stats.aclose()
 
 
+async def test_an_unchanged_value_is_unpacked_once_and_a_changed_one_is_read_anew(redis_cache: RedisCache) -> None:
+    """Reads of the same bytes share one `Entry` (hits reuse its rendered headers); any change to the stored
+    bytes, even one that keeps the header and the length, gives the new value."""
+    first = Entry(200, b'{"Name":"a"}', 1.0, fresh_until=61.0)
+    await redis_cache.set("k", first, 60)
+    one, two = await redis_cache.get("k"), await redis_cache.get("k")
+    assert one == first and two is one
+    same_header_and_length = Entry(200, b'{"Name":"b"}', 1.0, fresh_until=61.0)
+    await redis_cache.set("k", same_header_and_length, 60)
+    assert await redis_cache.get("k") == same_header_and_length
+    same_body_new_header = Entry(200, b'{"Name":"b"}', 2.0, fresh_until=62.0)
+    await redis_cache.set("k", same_body_new_header, 60)
+    assert await redis_cache.get("k") == same_body_new_header
+    await redis_cache.delete("k")
+    assert await redis_cache.get("k") is None
+
+
+async def test_peek_answers_only_from_the_process(cache: Cache, clock: FakeClock) -> None:
+    """``peek`` is `get` without I/O: the memory backend answers it (never past the TTL), Redis never does."""
+    await cache.set("k", ENTRY, ttl=5)
+    if isinstance(cache, MemoryCache):
+        assert cache.peek("k") == ENTRY
+        clock.advance(5)
+        assert cache.peek("k") is None
+    else:
+        assert cache.peek("k") is None and await cache.get("k") == ENTRY
+
+
 async def test_a_batch_to_an_unreachable_redis_fails_every_caller_with_cache_error() -> None:
     from tests.support import free_port
 
