@@ -727,9 +727,11 @@ def reading(run: HitRun, profiles: dict[str, Profiled], single: MissRun, replica
         return f"{text} {found}" if found else None
 
     inner = [c for c in (
-        clause("_repeated_call", "recognising a call seen before (one dict lookup on path, raw query and action "
-                                 "headers)"),
-        clause("MemoryCache.get", "the memory-cache lookup"),
+        clause("header_label", "the tenant label"),
+        clause("MemoryCache.peek", "the memory-cache lookup"),
+        clause("record_hit", "counting the hit"),
+        clause("HitHeaders.lookup", "finding the entry's rendered headers"),
+        clause("HitHeaders.render", "rendering them (at most every 50 ms)"),
         clause("new_request_id", "the request id"),
         clause("parse_call", "parsing and validating new calls"),
     ) if c]
@@ -747,8 +749,10 @@ def reading(run: HitRun, profiles: dict[str, Profiled], single: MissRun, replica
         f"The call handler takes {share('CallHandler.handle') or '?'} of the event loop's busy time"
         + (f"; within it {'; '.join(inner)}" if inner else "") + ". A repeated call skips parsing, validation and "
         "key hashing: the validated call and its cache key are memoised per raw path, query and action headers "
-        "(bounded, dropped when the AccessKey changes); the handler has no middleware; the request id is a "
-        "per-process prefix and a counter; the access line is skipped, not filtered, below info.",
+        "(bounded, dropped when the AccessKey changes); a fresh hit's headers are rendered once per entry and "
+        "reused until Age, the ttl, Date or RateLimit would change (`HitHeaders`); the handler has no "
+        "middleware; the request id is a per-process prefix and a counter; the access line is skipped, not "
+        "filtered, below info.",
         "",
         f"*Tiered (Redis + L1).* Hits are answered from the in-process L1: "
         f"{run.median('tiered', 'redis_commands_per_request'):.3f} Redis commands per request (heartbeats "

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
+from multidict import istr
 
 from proxy.actions import ACTIONS, ActionSpec
 from proxy.admission.queue import UpstreamQueue
@@ -47,7 +48,15 @@ from proxy.upstream.client import UpstreamClient, create_session
 from proxy.web.admin import PURGER, AdminRoutes
 from proxy.web.calls import deadline_seconds as request_deadline
 from proxy.web.calls import parse_call, priority_of
-from proxy.web.headers import RATE_LIMIT_REUSE_S, HitHeaders, age, cache_status, rate_limit, rate_limit_policy
+from proxy.web.headers import (
+    RATE_LIMIT_REUSE_S,
+    REQUEST_ID,
+    HitHeaders,
+    age,
+    cache_status,
+    rate_limit,
+    rate_limit_policy,
+)
 from proxy.web.rendering import error_response, new_request_id, request_id_for
 
 MAX_LINE_BYTES: Final = 8190
@@ -155,6 +164,7 @@ class CallHandler:
         self._rate_limits: dict[str, tuple[float, str]] = {}
         self._hit_headers = HitHeaders(MEMO_SIZE)
         self._auth_required = True  # until bind(): the full path handles everything
+        self._access_key_id: Callable[[], str] = str
 
     def bind(self, readthrough: ReadThrough, resolver: TenantResolver, queues: dict[str, UpstreamQueue]) -> None:
         """Attach the resources opened at start-up (the hit path reads them without app lookups)."""
@@ -162,22 +172,27 @@ class CallHandler:
         self._queues = queues
         self._policies = {name: rate_limit_policy(queue.rate) for name, queue in queues.items()}
         self._auth_required = resolver.directory.require_authentication
+        self._access_key_id = readthrough.access_key_id
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic() if self._access_log else 0.0
-        incoming = request.headers.get("X-Request-Id")
+        headers = request.headers
+        incoming = headers.get(REQUEST_ID)
         request_id = request_id_for(incoming) if incoming else new_request_id()
         fields: dict[str, Any] = {}
         try:
-            repeated = self._repeated_call(request)
-            if repeated is not None:
-                call, tenant = repeated
+            # The short path, inline on purpose (each call costs on every hit): a call seen before (validated
+            # and keyed, see `MemoCall`) with no body and no authentication to check.
+            call = None
+            if not self._auth_required and request.method in SHORT_PATH_METHODS and not request.body_exists:
+                call = self._memo.get((request.raw_path, headers.get(ACS_ACTION), headers.get(ACS_VERSION)))
+            if call is not None and call.access_key_id == self._access_key_id():
+                tenant = header_label(headers) or call.query_label or ANONYMOUS
                 readthrough = self._readthrough
-                cache = readthrough.cache
-                entry = cache.peek(call.key)
+                entry = readthrough.cache.peek(call.key)
                 if entry is None:
                     try:
-                        entry = await cache.get(call.key)
+                        entry = await readthrough.cache.get(call.key)
                     except CacheError:
                         entry = None  # the full path below logs and counts it
                 now = time.time()
@@ -187,7 +202,16 @@ class CallHandler:
                         log.info("request", request_id=request_id, method=request.method, path=request.path,
                                  status=entry.status, duration_ms=round((time.monotonic() - started) * 1000, 2),
                                  action=call.spec.name, tenant=tenant, cache="HIT")
-                    return self._hit_response(entry, request_id, call, now)
+                    # No X-Cache-Key on fresh hits: each header costs on every hit, and the key is on the answer
+                    # that filled the entry (the purge API also takes the call itself).
+                    ready = self._hit_headers.lookup(call.key, entry, now)
+                    if ready is None:
+                        name = call.spec.name
+                        ready = self._hit_headers.render(call.key, entry, now, self._policies[name],
+                                                         self._rate_limit(name))
+                    response = web.Response(body=entry.body, status=entry.status, headers=ready)
+                    response.headers.add(REQUEST_ID, request_id)
+                    return response
                 response = await self._answer(request, fields, request_id, found=(entry,))
             else:
                 response = await self._answer(request, fields, request_id)
@@ -206,29 +230,6 @@ class CallHandler:
         if self._access_log:
             log.info("request", request_id=request_id, method=request.method, path=request.path,
                      status=response.status, duration_ms=round((time.monotonic() - started) * 1000, 2), **fields)
-        return response
-
-    def _repeated_call(self, request: web.Request) -> tuple[MemoCall, str] | None:
-        """A call seen before (validated, keyed) and its tenant label, with no parsing, validation or key
-        hashing; None when the full path must run (new call, body, authentication required)."""
-        if self._auth_required or request.body_exists or request.method not in ("GET", "POST"):
-            return None
-        headers = request.headers
-        call = self._memo.get((request.raw_path, headers.get("x-acs-action"), headers.get("x-acs-version")))
-        if call is None or call.access_key_id != self._readthrough.access_key_id():
-            return None
-        return call, header_label(headers) or call.query_label or ANONYMOUS
-
-    def _hit_response(self, entry: Entry, request_id: str, call: MemoCall, now: float) -> web.Response:
-        """A fresh hit: the upstream's status and bytes, untouched, with the gateway's headers, rendered once
-        per entry and reused (`HitHeaders`). No ``X-Cache-Key`` here: each header costs on every hit, and the
-        key is on the answer that filled the entry (and the purge API also takes the call itself)."""
-        headers = self._hit_headers.lookup(call.key, entry, now)
-        if headers is None:
-            name = call.spec.name
-            headers = self._hit_headers.render(call.key, entry, now, self._policies[name], self._rate_limit(name))
-        response = web.Response(body=entry.body, status=entry.status, headers=headers)
-        response.headers["X-Request-Id"] = request_id
         return response
 
     def _rate_limit(self, action: str) -> str:
@@ -256,7 +257,7 @@ class CallHandler:
                                   code="InvalidParameter.Method", status=405)
         app = self._app
         headers = request.headers
-        memo_key = (request.raw_path, headers.get("x-acs-action"), headers.get("x-acs-version"))
+        memo_key = (request.raw_path, headers.get(ACS_ACTION), headers.get(ACS_VERSION))
         call = None if request.body_exists else self._memo.get(memo_key)
         readthrough = app[READTHROUGH]
         if call is None or call.access_key_id != readthrough.access_key_id():
@@ -293,6 +294,9 @@ class CallHandler:
 
 
 MEMO_SIZE: Final = 4096
+SHORT_PATH_METHODS: Final = frozenset({"GET", "POST"})
+ACS_ACTION: Final = istr("x-acs-action")
+ACS_VERSION: Final = istr("x-acs-version")
 
 
 @dataclass(frozen=True, slots=True)

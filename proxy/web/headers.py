@@ -16,9 +16,12 @@
 from __future__ import annotations
 
 import math
+from email.utils import formatdate
 from typing import Final
 
-from multidict import CIMultiDict
+from aiohttp import hdrs
+from aiohttp.http import SERVER_SOFTWARE
+from multidict import CIMultiDict, istr
 
 from proxy.cache.base import Entry
 from proxy.readthrough import Answer, CacheStatus
@@ -28,6 +31,7 @@ CACHE_NAME: Final = "cams-proxy"
 #: queue for its numbers.
 RATE_LIMIT_REUSE_S: Final = 0.05
 BOUNDARY_MARGIN_S: Final = 1e-6
+REQUEST_ID: Final = istr("X-Request-Id")
 
 
 def rate_limit_policy(cap: int) -> str:
@@ -71,11 +75,13 @@ def age(fetched_at: float, now: float) -> str:
 class HitHeaders:
     """The headers of fresh hits, rendered once per cache entry and reused until one of them would change.
 
-    A fresh hit's headers are the same for every hit on one entry within a window: ``Age`` and the
-    ``Cache-Status`` ttl change at whole seconds, ``RateLimit`` is refreshed every `RATE_LIMIT_REUSE_S`,
-    the rest is fixed. So a hit costs a lookup and aiohttp's copy of a prepared multidict rather than
-    formatting six headers (measured: the largest share of the gateway's own work per hit). The request id
-    differs per answer and is not part of it. Pure: the clock and the queue's header come in as arguments.
+    A fresh hit's headers are the same for every hit on one entry within a window: ``Age``, the
+    ``Cache-Status`` ttl and ``Date`` change at whole seconds, ``RateLimit`` is refreshed every
+    `RATE_LIMIT_REUSE_S`, the rest is fixed. So a hit costs a lookup and aiohttp's copy of a prepared
+    multidict rather than formatting six headers (measured: the largest share of the gateway's own work per
+    hit). ``Content-Length``, ``Date`` and ``Server`` are included, with aiohttp's own values, so aiohttp
+    finds them set rather than adding them to each response. The request id differs per answer and is not
+    part of it (add it with `REQUEST_ID`). Pure: the clock and the queue's header come in as arguments.
     """
 
     __slots__ = ("_rendered", "max_keys")
@@ -98,8 +104,10 @@ class HitHeaders:
     def render(self, key: str, entry: Entry, now: float, policy: str, rate_limit: str) -> CIMultiDict[str]:
         """Render and keep the hit headers for ``entry`` under ``key`` at ``now``."""
         headers = CIMultiDict({
-            "Content-Type": entry.content_type, "X-Cache": "HIT", "Age": age(entry.fetched_at, now),
-            "Cache-Status": hit_status(entry.fresh_until, now), "RateLimit-Policy": policy, "RateLimit": rate_limit})
+            hdrs.CONTENT_TYPE: entry.content_type, "X-Cache": "HIT", hdrs.AGE: age(entry.fetched_at, now),
+            "Cache-Status": hit_status(entry.fresh_until, now), "RateLimit-Policy": policy, "RateLimit": rate_limit,
+            hdrs.CONTENT_LENGTH: str(len(entry.body)), hdrs.DATE: formatdate(now, usegmt=True),
+            hdrs.SERVER: SERVER_SOFTWARE})
         if key not in self._rendered and len(self._rendered) >= self.max_keys:
             self._rendered.clear()
         self._rendered[key] = (entry, hit_headers_valid_until(entry, now), headers)
@@ -107,11 +115,11 @@ class HitHeaders:
 
 
 def hit_headers_valid_until(entry: Entry, now: float) -> float:
-    """Until when the hit headers rendered at ``now`` stay right: the next whole second of ``Age``, the next
-    whole second of the ttl, or the end of the ``RateLimit`` reuse window, whichever comes first, less
+    """Until when the hit headers rendered at ``now`` stay right: the next whole second of ``Age``, of the
+    ttl or of ``Date``, or the end of the ``RateLimit`` reuse window, whichever comes first, less
     `BOUNDARY_MARGIN_S` so float rounding (an ulp is 2.4e-7 s at today's epoch) never carries a stale value
     past its boundary (at worst a render is repeated a microsecond early)."""
-    until = now + RATE_LIMIT_REUSE_S
+    until = min(now + RATE_LIMIT_REUSE_S, math.floor(now) + 1)
     elapsed = now - entry.fetched_at
     next_age = entry.fetched_at + (math.floor(elapsed) + 1 if elapsed >= 0 else 1)
     until = min(until, next_age)

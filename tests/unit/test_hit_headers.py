@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from email.utils import formatdate
 
 import pytest
+from aiohttp.http import SERVER_SOFTWARE
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,7 +25,8 @@ POLICY = '"upstream";q=5;w=1'
 
 def rendered_afresh(entry: Entry, now: float, rate_limit: str) -> dict[str, str]:
     return {"Content-Type": entry.content_type, "X-Cache": "HIT", "Age": age(entry.fetched_at, now),
-            "Cache-Status": hit_status(entry.fresh_until, now), "RateLimit-Policy": POLICY, "RateLimit": rate_limit}
+            "Cache-Status": hit_status(entry.fresh_until, now), "RateLimit-Policy": POLICY, "RateLimit": rate_limit,
+            "Content-Length": str(len(entry.body)), "Date": formatdate(now, usegmt=True), "Server": SERVER_SOFTWARE}
 
 
 def test_reused_within_the_window_and_rendered_again_after_it() -> None:
@@ -45,7 +48,8 @@ def test_the_window_ends_at_the_next_whole_second_of_age_or_ttl() -> None:
 
     assert until(entry, 100.98) == pytest.approx(101.0)  # Age turns 1
     assert until(entry, 101.29) == pytest.approx(101.3)  # ttl drops from 29 to 28
-    assert until(entry, 101.5) == pytest.approx(101.55)  # neither within the RateLimit window
+    assert until(entry, 101.5) == pytest.approx(101.55)  # none within the RateLimit window
+    assert until(Entry(200, b"", fetched_at=100.5), 101.97) == pytest.approx(102.0)  # Date turns a second
     assert until(Entry(200, b"", fetched_at=200.0), 199.2) == pytest.approx(199.25)  # fetched "later"
     assert hit_headers_valid_until(entry, 100.98) < 101.0  # a rounding error never reaches past a boundary
 
