@@ -64,8 +64,8 @@ MISS_GATEWAY_FLAGS: Final = ("--deadline-s", "60", "--upstream-timeout-s", "8",
                              "QueryChatappBindWaba=1000")
 WRK_THREADS: Final = 1
 WRK_CONNECTIONS: Final = 64
-ROUNDS: Final = 3 if QUICK else 5
-ROUND_SECONDS: Final = 2 if QUICK else 6
+ROUNDS: Final = 3 if QUICK else 6
+ROUND_SECONDS: Final = 2 if QUICK else 4
 WARMUP_SECONDS: Final = 1 if QUICK else 2
 PROFILE_SECONDS: Final = 2 if QUICK else 5
 #: How long a profiled gateway may take to stop after SIGTERM before it is killed (and its profile lost).
@@ -270,7 +270,13 @@ class Measured:
 
 @dataclass
 class HitRun:
-    rounds: list[dict[str, Measured]]
+    """The hit-path runs in the order they ran: ``opening`` (bare aiohttp), then each round's runs, where every
+    gateway run is followed by a bare aiohttp run. A gateway run's ratio is to the mean of the bare runs just
+    before and just after it, so a machine that speeds up or slows down over the minutes of the benchmark
+    (this shared VM does, by up to 1.5×) moves both sides of each ratio alike."""
+
+    opening: Measured
+    rounds: list[list[tuple[str, Measured]]]
     commands: list[str]
     body_bytes: int
     content_type: str
@@ -278,14 +284,39 @@ class HitRun:
     #: Response headers a memory-cache hit carries that bare aiohttp's answer does not.
     extra_headers: list[str]
 
-    def median(self, target: str, field: str) -> float:
-        return float(statistics.median(float(getattr(r[target], field)) for r in self.rounds))
+    def in_order(self) -> list[tuple[str, Measured]]:
+        return [("bare", self.opening), *(run for r in self.rounds for run in r)]
 
-    def ratio(self, target: str) -> float:
-        return self.median(target, "requests_per_s") / self.median("bare", "requests_per_s")
+    def samples(self, target: str) -> list[Measured]:
+        return [m for t, m in self.in_order() if t == target]
+
+    def all_measured(self) -> list[Measured]:
+        return [m for _t, m in self.in_order()]
+
+    def median(self, target: str, field: str) -> float:
+        return float(statistics.median(float(getattr(m, field)) for m in self.samples(target)))
+
+    def paired_ratios(self) -> list[float | None]:
+        """For each run in order: a gateway run's req/s over the mean of its neighbouring bare runs; None for
+        bare runs."""
+        runs = self.in_order()
+        ratios: list[float | None] = []
+        for index, (target, m) in enumerate(runs):
+            if target == "bare":
+                ratios.append(None)
+                continue
+            before = next(r for t, r in reversed(runs[:index]) if t == "bare")
+            after = next((r for t, r in runs[index + 1:] if t == "bare"), before)
+            ratios.append(m.requests_per_s / ((before.requests_per_s + after.requests_per_s) / 2))
+        return ratios
 
     def round_ratios(self, target: str) -> list[float]:
-        return [r[target].requests_per_s / r["bare"].requests_per_s for r in self.rounds]
+        return [ratio for (t, _m), ratio in zip(self.in_order(), self.paired_ratios(), strict=True)
+                if t == target and ratio is not None]
+
+    def ratio(self, target: str) -> float:
+        """The median of the target's paired ratios (1 for bare aiohttp itself)."""
+        return 1.0 if target == "bare" else float(statistics.median(self.round_ratios(target)))
 
     def met(self, target: str) -> bool | None:
         """Whether the median ratio reaches the target; None when the target has none."""
@@ -294,7 +325,7 @@ class HitRun:
 
     @property
     def clean(self) -> bool:
-        return all(result.wrk.clean for r in self.rounds for result in r.values())
+        return all(m.wrk.clean for m in self.all_measured())
 
 
 def _get(url: str) -> tuple[int, Message, bytes]:
@@ -391,30 +422,37 @@ def hit_path(procs: Procs, simulator: Proc, redis: Proc) -> HitRun:
     urls = {target: server.url + HIT_PATH for target, server in servers.items()}
     for target in TARGETS:  # warm-up, discarded: connection set-up, first-call paths, CPU frequency
         run_wrk(urls[target], threads=WRK_THREADS, connections=WRK_CONNECTIONS, seconds=WARMUP_SECONDS)
-    rounds: list[dict[str, Measured]] = []
+    gateway_targets = TARGETS[1:]
+
+    def measure(target: str, number: int) -> Measured:
+        pid = servers[target].pid
+        server_before, redis_before = tree_cpu_seconds(pid), cpu_seconds(redis.pid)
+        commands_before = redis_commands(redis.port)
+        busy_before, steal_before = machine_cpu_seconds()
+        res = run_wrk(urls[target], threads=WRK_THREADS, connections=WRK_CONNECTIONS, seconds=ROUND_SECONDS)
+        busy, steal = machine_cpu_seconds()
+        server_cpu, redis_cpu = tree_cpu_seconds(pid) - server_before, cpu_seconds(redis.pid) - redis_before
+        shared = target in REDIS_TARGETS
+        m = Measured(res, server_cpu, redis_cpu if shared else 0.0,
+                     redis_commands(redis.port) - commands_before - 1 if shared else 0,
+                     busy - busy_before - server_cpu - redis_cpu - res.cpu_s, steal - steal_before)
+        print(f"  round {number} {target:>10}: {res.requests_per_s:9,.0f} req/s  p50 {res.p50_ms:6.2f} ms  "
+              f"p99 {res.p99_ms:6.2f} ms  server CPU {m.server_us_per_request:5.0f} us/req "
+              f"({m.server_cpu_share:4.0%})  wrk {m.wrk_cpu_share:4.0%}"
+              + (f"  redis {m.redis_cpu_share:4.0%}, {m.redis_commands_per_request:.2f} cmd/req" if shared else "")
+              + f"  others {m.other_cpu_share:4.0%}", flush=True)
+        return m
+
+    opening = measure("bare", 0)
+    rounds: list[list[tuple[str, Measured]]] = []
     for number in range(1, ROUNDS + 1):
-        shift = (number - 1) % len(TARGETS)
-        order = TARGETS[shift:] + TARGETS[:shift]  # rotate, so no target always runs first or last
-        results: dict[str, Measured] = {}
+        shift = (number - 1) % len(gateway_targets)
+        order = gateway_targets[shift:] + gateway_targets[:shift]  # rotate: no target always runs first or last
+        runs: list[tuple[str, Measured]] = []
         for target in order:
-            pid = servers[target].pid
-            server_before, redis_before = tree_cpu_seconds(pid), cpu_seconds(redis.pid)
-            commands_before = redis_commands(redis.port)
-            busy_before, steal_before = machine_cpu_seconds()
-            res = run_wrk(urls[target], threads=WRK_THREADS, connections=WRK_CONNECTIONS, seconds=ROUND_SECONDS)
-            busy, steal = machine_cpu_seconds()
-            server_cpu, redis_cpu = tree_cpu_seconds(pid) - server_before, cpu_seconds(redis.pid) - redis_before
-            shared = target in REDIS_TARGETS
-            results[target] = m = Measured(res, server_cpu, redis_cpu if shared else 0.0,
-                                           redis_commands(redis.port) - commands_before - 1 if shared else 0,
-                                           busy - busy_before - server_cpu - redis_cpu - res.cpu_s,
-                                           steal - steal_before)
-            print(f"  round {number} {target:>10}: {res.requests_per_s:9,.0f} req/s  p50 {res.p50_ms:6.2f} ms  "
-                  f"p99 {res.p99_ms:6.2f} ms  server CPU {m.server_us_per_request:5.0f} us/req "
-                  f"({m.server_cpu_share:4.0%})  wrk {m.wrk_cpu_share:4.0%}"
-                  + (f"  redis {m.redis_cpu_share:4.0%}, {m.redis_commands_per_request:.2f} cmd/req" if shared else "")
-                  + f"  others {m.other_cpu_share:4.0%}", flush=True)
-        rounds.append(results)
+            runs.append((target, measure(target, number)))
+            runs.append(("bare", measure("bare", number)))
+        rounds.append(runs)
     for target in ("memory", "tiered", "redis-only"):
         _expect_hit(gateways[target].name, urls[target])
     after = _warm_workers(gateways["workers2"], WORKERS)
@@ -423,10 +461,10 @@ def hit_path(procs: Procs, simulator: Proc, redis: Proc) -> HitRun:
     checks.append(f"after the last round every gateway still answered `X-Cache: HIT` (TTL 3600 s), the "
                   f"`--workers {WORKERS}` one from {after.processes} processes without a miss")
     commands = [redis.command, *(gateways[t].command for t in TARGET_FLAGS), bare.command,
-                *(rounds[0][t].wrk.command for t in TARGETS)]
+                opening.wrk.command, *(dict(rounds[0])[t].wrk.command for t in gateway_targets)]
     for proc in (bare, *reversed(gateways.values())):
         procs.stop(proc)
-    return HitRun(rounds, commands, len(body), gateway_headers["Content-Type"], checks, extra_headers)
+    return HitRun(opening, rounds, commands, len(body), gateway_headers["Content-Type"], checks, extra_headers)
 
 
 @dataclass(frozen=True)
@@ -523,8 +561,8 @@ def _target(target: str) -> str:
 
 def _others(run: HitRun) -> str:
     """One sentence on how much else the machine was doing during the rounds, with a plain warning when much."""
-    others = [m.other_cpu_share for r in run.rounds for m in r.values()]
-    steal = [m.steal_share for r in run.rounds for m in r.values()]
+    others = [m.other_cpu_share for m in run.all_measured()]
+    steal = [m.steal_share for m in run.all_measured()]
     text = (f"Everything else used a median of {statistics.median(others):.0%} of a core during the rounds "
             f"(most {max(others):.0%}), steal a median of {statistics.median(steal):.0%} (most {max(steal):.0%})")
     if max(others) >= BUSY_MACHINE or max(steal) >= BUSY_MACHINE:
@@ -532,29 +570,33 @@ def _others(run: HitRun) -> str:
                  "those rounds' figures with care")
     # Work this VM cannot see (other guests on the host) shows neither here nor always as steal, but it slows the
     # same work down: bare aiohttp does the same work every round, so its CPU per request gauges the machine.
-    gauge = [r["bare"].server_us_per_request for r in run.rounds]
+    gauge = [m.server_us_per_request for m in run.samples("bare")]
     text += (f". Bare aiohttp's CPU per request, the same work in every round, ranged {min(gauge):.0f}–"
              f"{max(gauge):.0f} µs")
     if max(gauge) >= SLOWER_MACHINE * min(gauge):
         text += (f": **the machine itself ran up to {max(gauge) / min(gauge):.1f}× slower in some rounds** than in "
                  "others (work outside this VM, or CPU frequency); ratios compare targets within a round, but "
-                 "absolute figures and the rounds' spread suffer")
+                 "absolute figures and the rounds' spread suffer; this is why each gateway run is paired with the "
+                 "bare runs just before and after it")
     return text + "."
 
 
 def hit_section(run: HitRun) -> list[str]:
-    wrk_share = statistics.median(m.wrk_cpu_share for r in run.rounds for m in r.values())
+    wrk_share = statistics.median(m.wrk_cpu_share for m in run.all_measured())
     single = max(run.median(t, "server_cpu_share") + run.median(t, "wrk_cpu_share") + run.median(t, "redis_cpu_share")
                  for t in TARGETS if t != "workers2")
     workers = run.median("workers2", "server_cpu_share") + run.median("workers2", "wrk_cpu_share")
     lines = [
         "## Cache-hit path",
         "",
-        f"wrk, {WRK_THREADS} thread and {WRK_CONNECTIONS} connections for every target. {ROUNDS} rounds of "
-        f"{ROUND_SECONDS} s per target, interleaved in a rotating order after a {WARMUP_SECONDS} s warm-up of each; "
-        "the table shows the median of the rounds, each column on its own. Ratios are to the one bare aiohttp "
-        "process measured in the same rounds: the median column divides the medians, the per-round column each "
-        f"round's figure by that round's bare figure. Every request is a cache hit of one {run.body_bytes:,}-byte "
+        f"wrk, {WRK_THREADS} thread and {WRK_CONNECTIONS} connections for every target, runs of {ROUND_SECONDS} s "
+        f"after a {WARMUP_SECONDS} s warm-up of each target. Bare aiohttp runs first, then {ROUNDS} rounds in which "
+        "each gateway target runs once (in a rotating order) and every gateway run is followed by a bare aiohttp "
+        "run. A gateway run's ratio is its req/s over the mean of the bare runs just before and just after it "
+        "(seconds apart), so the machine's drift over the minutes of the benchmark cancels out; the ratio column "
+        "is the median of those paired ratios, the per-round column lists them. The other columns are medians "
+        "over the runs, each column on its own (bare aiohttp: all its runs). Every request is a cache hit of one "
+        f"{run.body_bytes:,}-byte "
         "template answer. Median ratios have three decimals, so one just under its target does not read as met. "
         "The tiered gateway runs on default flags (`--l1-max-ttl-s 10`: an L1 entry lives at most "
         "10 s, then one hit reads Redis again); the Redis-only one has `--l1-max-ttl-s 0`, so every hit reads "
@@ -586,7 +628,7 @@ def hit_section(run: HitRun) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | ---: | :---: | --- | ---: | ---: | ---: |",
     ]
     for target in TARGETS:
-        per_round = ", ".join(f"{r:.2f}" for r in run.round_ratios(target))
+        per_round = ", ".join(f"{r:.2f}" for r in run.round_ratios(target)) or "—"
         cpu = f"{run.median(target, 'server_us_per_request'):.0f} µs"
         busy = f"{run.median(target, 'server_cpu_share'):.0%} / {run.median(target, 'wrk_cpu_share'):.0%}"
         commands = "—"
@@ -599,17 +641,17 @@ def hit_section(run: HitRun) -> list[str]:
                      f"{run.ratio(target):.3f}x | {_target(target)} | {_met(run.met(target))} | {per_round} | "
                      f"{cpu} | {commands} | {busy} |")
     lines += ["", "Every round:", "",
-              "| round | target | req/s | ratio to the round's bare | p50 | p99 | requests | non-2xx | "
+              "| round | target | req/s | ratio to the bare runs before and after | p50 | p99 | requests | non-2xx | "
               "socket errors | server CPU per request | CPU busy: server / wrk | everything else / steal |",
               "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for number, results in enumerate(run.rounds, 1):
-        for target, m in results.items():
-            res = m.wrk
-            lines.append(f"| {number} | {target} | {res.requests_per_s:,.0f} | "
-                         f"{res.requests_per_s / results['bare'].requests_per_s:.2f} | {_fmt_ms(res.p50_ms)} | "
-                         f"{_fmt_ms(res.p99_ms)} | {res.requests:,} | {res.non_2xx} | {res.socket_errors} | "
-                         f"{m.server_us_per_request:.0f} µs | {m.server_cpu_share:.0%} / {m.wrk_cpu_share:.0%} | "
-                         f"{m.other_cpu_share:.0%} / {m.steal_share:.0%} |")
+    numbered = [(0, "bare", run.opening), *((n, t, m) for n, r in enumerate(run.rounds, 1) for t, m in r)]
+    for (number, target, m), ratio in zip(numbered, run.paired_ratios(), strict=True):
+        res = m.wrk
+        lines.append(f"| {number} | {target} | {res.requests_per_s:,.0f} | "
+                     f"{'—' if ratio is None else f'{ratio:.2f}'} | {_fmt_ms(res.p50_ms)} | "
+                     f"{_fmt_ms(res.p99_ms)} | {res.requests:,} | {res.non_2xx} | {res.socket_errors} | "
+                     f"{m.server_us_per_request:.0f} µs | {m.server_cpu_share:.0%} / {m.wrk_cpu_share:.0%} | "
+                     f"{m.other_cpu_share:.0%} / {m.steal_share:.0%} |")
     lines += ["", "Checks: " + "; ".join(run.checks) + ".", ""]
     return lines
 
@@ -900,7 +942,8 @@ def later_benchmarks(procs: Procs, workdir: Path, hit: HitRun, single: MissRun) 
     lines: list[str] = ["## Plots", ""]
     images = ROOT / "docs" / "img"
     rows = [(LABELS[target], hit.median(target, "requests_per_s")) for target in TARGETS]
-    plots.plot_hit_path(rows, images / "hit-path.png", targets={"target 0.9x": 0.9, "target 0.6x": 0.6})
+    plots.plot_hit_path(rows, images / "hit-path.png", targets={"target 0.9x": 0.9, "target 0.6x": 0.6},
+                        ratios=[hit.ratio(target) for target in TARGETS])
     lines += ["![hit path](img/hit-path.png)", ""]
     for result in single.results:
         if result.call_times:

@@ -34,11 +34,12 @@ BARE_PREFIX = "bare"
 
 
 def plot_hit_path(rows: Sequence[tuple[str, float]], path: Path | str, *, bare: float | None = None,
-                  targets: Mapping[str, float] | None = None,
+                  targets: Mapping[str, float] | None = None, ratios: Sequence[float] | None = None,
                   title: str = "Cache-hit path (wrk, median req/s)") -> Path:
     """A bar per ``(label, req/s)`` row, and a horizontal line at bare aiohttp's rate: ``bare`` if given, else
     the row whose label starts with "bare". ``targets`` maps a name to a share of bare (e.g. ``{"target 0.9x":
-    0.9}``), each drawn as a dashed line. Returns the path written."""
+    0.9}``), each drawn as a dashed line. ``ratios`` (one per row), if given, are printed on the bars instead of
+    each value over ``bare`` (the benchmark's paired ratios). Returns the path written."""
     if bare is None:
         found = [value for label, value in rows if label.lower().startswith(BARE_PREFIX)]
         bare = found[0] if found else None
@@ -47,8 +48,9 @@ def plot_hit_path(rows: Sequence[tuple[str, float]], path: Path | str, *, bare: 
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(rows) + 2), 4.2), dpi=120)
     colours = ["#9e9e9e" if label.lower().startswith(BARE_PREFIX) else "#3b6ea5" for label in labels]
     bars = ax.bar(range(len(rows)), values, color=colours, width=0.6)
-    for bar, value in zip(bars, values, strict=True):
-        text = f"{value:,.0f}" + (f"\n{value / bare:.2f}×" if bare else "")
+    shares = list(ratios) if ratios is not None else [value / bare if bare else None for value in values]
+    for bar, value, share in zip(bars, values, shares, strict=True):
+        text = f"{value:,.0f}" + (f"\n{share:.2f}×" if share is not None else "")
         ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
                     fontsize=8, xytext=(0, 2), textcoords="offset points")
     if bare:
