@@ -88,17 +88,19 @@ class HitHeaders:
 
     def __init__(self, max_keys: int = 4096) -> None:
         self.max_keys = max_keys
-        self._rendered: dict[str, tuple[Entry, float, CIMultiDict[str]]] = {}
+        #: key -> (entry, rendered at, valid until, headers)
+        self._rendered: dict[str, tuple[Entry, float, float, CIMultiDict[str]]] = {}
 
     def __len__(self) -> int:
         return len(self._rendered)
 
     def lookup(self, key: str, entry: Entry, now: float) -> CIMultiDict[str] | None:
-        """The headers rendered for ``entry`` under ``key`` if still right at wall-clock ``now``, else None.
-        The caller must not change the mapping (aiohttp copies it into each response)."""
+        """The headers rendered for ``entry`` under ``key`` if still right at wall-clock ``now``, else None
+        (also when the clock has stepped back past the rendering). The caller must not change the mapping
+        (aiohttp copies it into each response)."""
         rendered = self._rendered.get(key)
-        if rendered is not None and rendered[0] is entry and now < rendered[1]:
-            return rendered[2]
+        if rendered is not None and rendered[0] is entry and rendered[1] <= now < rendered[2]:
+            return rendered[3]
         return None
 
     def render(self, key: str, entry: Entry, now: float, policy: str, rate_limit: str) -> CIMultiDict[str]:
@@ -110,7 +112,7 @@ class HitHeaders:
             hdrs.SERVER: SERVER_SOFTWARE})
         if key not in self._rendered and len(self._rendered) >= self.max_keys:
             self._rendered.clear()
-        self._rendered[key] = (entry, hit_headers_valid_until(entry, now), headers)
+        self._rendered[key] = (entry, now, hit_headers_valid_until(entry, now), headers)
         return headers
 
 

@@ -37,6 +37,7 @@ def test_reused_within_the_window_and_rendered_again_after_it() -> None:
     assert headers.lookup("k", entry, 1000.5 + RATE_LIMIT_REUSE_S / 2) is first
     assert headers.lookup("k", entry, 1000.5 + RATE_LIMIT_REUSE_S) is None  # RateLimit is due
     assert headers.lookup("k", entry, 1001.2) is None  # Age turns 1
+    assert headers.lookup("k", entry, 1000.4) is None  # the wall clock stepped back
     assert headers.lookup("k", Entry(200, b"{}", fetched_at=1000.2, fresh_until=1300.7), 1000.5) is None
     assert headers.lookup("other", entry, 1000.5) is None
 
