@@ -24,15 +24,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
 from bench.common import ADMIN_TOKEN, QUICK, WRK_CONNECTIONS, WRK_THREADS, admin_status, child_env
-from bench.procs import HOST, ROOT, Proc, Procs, free_port, tree_cpu_seconds
+from bench.procs import HOST, ROOT, Proc, Procs, free_port, http_ok, tree_cpu_seconds
 from bench.wrk import WrkResult, ensure_wrk, run_wrk
 
 HIT_PATH: Final = ("/v1/GetChatappTemplateDetail?CustSpaceId=28251486512358&Language=en_US"
@@ -99,14 +97,6 @@ def nginx_version(binary: str) -> str:
     return (completed.stderr or completed.stdout).strip().removeprefix("nginx version: ").replace("nginx/", "")
 
 
-def _ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def start_nginx(procs: Procs, workdir: Path, gateway: Proc) -> tuple[Proc, Path]:
     prefix = workdir / "nginx"
     for sub in ("", "client_body", "proxy_temp", "fastcgi", "uwsgi", "scgi", "cache"):
@@ -120,7 +110,7 @@ def start_nginx(procs: Procs, workdir: Path, gateway: Proc) -> tuple[Proc, Path]
     argv = [binary, "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log"), "-g", "daemon off;"]
     subprocess.run([*argv[:-2], "-t", "-q"], check=True)
     url = f"http://{HOST}:{port}"
-    proc = procs._start("nginx", argv, url, port, lambda: _ok(f"{url}/__nginx/health"))
+    proc = procs._start("nginx", argv, url, port, lambda: http_ok(f"{url}/__nginx/health"))
     return proc, conf
 
 

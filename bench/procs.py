@@ -111,7 +111,7 @@ def _spawn(name: str, argv: Sequence[str], log: Path, env: Mapping[str, str] | N
                                 env=full_env, cwd=ROOT)
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1.0) as response:
             return bool(response.status == 200)
@@ -203,7 +203,7 @@ class Procs:
         argv = [python(), "-m", "proxy", "simulate", "--port", str(port), "--latency-ms", str(latency_ms),
                 "--jitter-ms", str(jitter_ms), "--log-level", "warning"]
         url = f"http://{HOST}:{port}"
-        return self._start(name, argv, url, port, lambda: _http_ok(f"{url}/__sim/health"))
+        return self._start(name, argv, url, port, lambda: http_ok(f"{url}/__sim/health"))
 
     def gateway(self, name: str, upstream: str, *, redis_url: str | None = None,
                 extra: Sequence[str] = (), profile_to: Path | None = None,
@@ -218,7 +218,7 @@ class Procs:
             argv += ["--redis-url", redis_url]
         argv += list(extra)
         url = f"http://{HOST}:{port}"
-        return self._start(name, argv, url, port, lambda: _http_ok(f"{url}/healthz"),
+        return self._start(name, argv, url, port, lambda: http_ok(f"{url}/healthz"),
                            env={**GATEWAY_ENV, **(env or {})})
 
     def bare(self, source: str, name: str = "bare-aiohttp") -> Proc:
@@ -226,7 +226,7 @@ class Procs:
         port = free_port()
         argv = [python(), "-m", "bench.bare", "--port", str(port), "--source", source]
         url = f"http://{HOST}:{port}"
-        return self._start(name, argv, url, port, lambda: _http_ok(f"{url}/healthz"))
+        return self._start(name, argv, url, port, lambda: http_ok(f"{url}/healthz"))
 
 
 def _stat_fields(pid: int) -> list[str] | None:
