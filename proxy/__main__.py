@@ -45,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET and (STS) ALIBABA_CLOUD_SECURITY_TOKEN.",
     )
     add_options(serve, GATEWAY_OPTIONS)
+    from proxy.netem.settings import NETEM_OPTIONS
+
+    netem = commands.add_parser(
+        "netem",
+        help="run the network stand-in: a TCP relay adding latency, jitter, TLS, idle closes and cuts",
+        description="Run the network stand-in between a client and a target (docs/netem.md); operator endpoints "
+        "under /__net/ on --admin-port.",
+    )
+    add_options(netem, NETEM_OPTIONS)
     from proxy.operator import add_operator_commands
 
     add_operator_commands(commands)
@@ -81,12 +90,18 @@ WORKER_ENV = "CAMS_PROXY_WORKER"
 
 def supervise_workers(settings: GatewaySettings, argv: Sequence[str], env: Mapping[str, str]) -> int:
     """``--workers N``: N gateway processes on one port (SO_REUSEPORT). Stops them all on SIGINT/SIGTERM
-    or when one exits."""
+    or when one exits.
+
+    Without Redis the supervisor also keeps the host budget (`proxy.admission.host_budget`): one GCRA per
+    action on a Unix socket in a private folder, from which every worker reserves its upstream slots, so the
+    workers together never pass the cap. If the supervisor dies, the workers stop spending."""
+    import os
     import shutil
     import signal
     import subprocess
     import tempfile
 
+    from proxy.admission.host_budget import BUDGET_SOCKET_ENV, HostBudgetThread
     from proxy.runner import bind
 
     log = get_logger("proxy.gateway")
@@ -95,6 +110,17 @@ def supervise_workers(settings: GatewaySettings, argv: Sequence[str], env: Mappi
     metrics_dir = env.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="cams-proxy-metrics-")
     own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in env
     env = {**env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    budget: HostBudgetThread | None = None
+    budget_dir: str | None = None
+    if not settings.redis_url:
+        budget_dir = tempfile.mkdtemp(prefix="cams-proxy-budget-")  # mode 0700: only this user reaches the socket
+        budget = HostBudgetThread(os.path.join(budget_dir, "budget.sock"))
+        try:
+            budget.start()
+        except OSError:
+            shutil.rmtree(budget_dir, ignore_errors=True)
+            raise
+        env = {**env, BUDGET_SOCKET_ENV: budget.path}
     port = settings.port
     if port == 0:
         probe = bind(settings.host, 0)
@@ -106,11 +132,15 @@ def supervise_workers(settings: GatewaySettings, argv: Sequence[str], env: Mappi
         for index in range(settings.workers)
     ]
     log.info("supervising gateway workers", workers=settings.workers, url=f"http://{settings.host}:{port}/",
-             pids=[child.pid for child in children])
+             pids=[child.pid for child in children], budget="redis" if budget is None else "host")
+
+    signalled: set[int] = set()
 
     def stop(*_: object) -> None:
+        # Once per child: a second SIGTERM during a worker's graceful drain would kill it (exit status -15).
         for child in children:
-            if child.poll() is None:
+            if child.poll() is None and child.pid not in signalled:
+                signalled.add(child.pid)
                 child.terminate()
 
     signal.signal(signal.SIGTERM, stop)
@@ -118,6 +148,10 @@ def supervise_workers(settings: GatewaySettings, argv: Sequence[str], env: Mappi
     status = 0
     try:
         while all(child.poll() is None for child in children):
+            if budget is not None and not budget.alive:  # workers would refuse every miss: stop, say why
+                log.error("host budget stopped unexpectedly: stopping the workers", socket=budget.path)
+                status = 1
+                break
             try:
                 children[0].wait(timeout=0.5)
             except subprocess.TimeoutExpired:
@@ -128,6 +162,11 @@ def supervise_workers(settings: GatewaySettings, argv: Sequence[str], env: Mappi
             status = status or (child.wait() or 0)
         if own_metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        if budget is not None:
+            budget.stop()
+            log.info("host budget closed", **budget.status())
+        if budget_dir is not None:
+            shutil.rmtree(budget_dir, ignore_errors=True)
     return status
 
 
@@ -175,6 +214,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             settings = SimulatorSettings.from_sources(args, env)
             configure(settings.log_level, settings.log_format)
             run_simulator(settings)
+        elif args.command == "netem":
+            from proxy.netem.service import run_netem
+            from proxy.netem.settings import NetemSettings
+
+            netem = NetemSettings.from_sources(args, env)
+            configure(netem.log_level, netem.log_format)
+            run_netem(netem)
         elif args.command == "serve":
             gateway = GatewaySettings.from_sources(args, env)
             configure(gateway.log_level, "json" if gateway.json_logs(sys.stderr.isatty()) else "console")

@@ -8,8 +8,13 @@ One channel, one subscriber connection per replica, JSON messages::
 
 Waiters register a future for a key *before* they look at the lease, so no notice can slip between
 the look and the wait. If the subscription drops, the reader reconnects with backoff and calls
-``on_reconnect`` (the tiered cache clears its L1: it may have missed invalidations meanwhile).
+``on_reconnect`` (the tiered cache clears its L1: it may have missed invalidations meanwhile) once Redis
+*confirms* the new subscription, never merely because a ``SUBSCRIBE`` was written to a socket (with every
+node of a cluster gone, that would empty L1 just when it is all there is).
 Nothing here is durable: a notice lost with a dead Redis is covered by lease expiry and L1 TTLs.
+Redis failures go through the one seam (`proxy.redis_clients.translating`): a publish that fails is
+logged and dropped; the reader logs a `RedisUnavailable` and reconnects, and any other error (a bug)
+is logged with its traceback and reconnected from too, so L1 coherence never stops for good.
 """
 
 from __future__ import annotations
@@ -24,10 +29,9 @@ from typing import Any, Final
 
 import orjson
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
 from proxy.logs import get_logger
-from proxy.redis_clients import RedisClient
+from proxy.redis_clients import RedisClient, RedisUnavailable, redis_call, translating
 
 CHANNEL: Final = "cams:events"
 log = get_logger("proxy.bus")
@@ -93,8 +97,8 @@ class Bus:
     async def publish(self, notice: Notice) -> None:
         """Best effort: a failed publish is logged; waiters fall back on lease expiry."""
         try:
-            await self._client.publish(CHANNEL, notice.encode())
-        except (RedisError, OSError) as exc:
+            await redis_call(self._client.publish(CHANNEL, notice.encode()), "publish")
+        except RedisUnavailable as exc:
             log.warning("could not publish a notice", kind=notice.kind, error=str(exc))
 
     def _dispatch(self, notice: Notice) -> None:
@@ -114,25 +118,31 @@ class Bus:
         while True:
             pubsub: Any = None
             try:
-                if isinstance(self._client, RedisCluster):
-                    await self._client.initialize()  # the cluster pub/sub picks its node from the slot map
-                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-                await pubsub.subscribe(CHANNEL)
-                if not first:
-                    self.on_reconnect()
-                first = False
-                self.connected.set()
-                delay = 0.1
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message and message.get("type") == "message":
-                        notice = Notice.decode(message["data"])
-                        if notice is not None:
-                            self._dispatch(notice)
-            except Exception as exc:
+                with translating("pub/sub"):
+                    if isinstance(self._client, RedisCluster):
+                        await self._client.initialize()  # the cluster pub/sub picks its node from the slot map
+                    pubsub = self._client.pubsub()
+                    await pubsub.subscribe(CHANNEL)  # sent; subscribed only once Redis confirms it (below)
+                    while True:
+                        message = await pubsub.get_message(timeout=1.0)
+                        kind = message.get("type") if message else None
+                        if kind == "subscribe":  # the first confirmation, or a resubscription by redis-py
+                            if not first:
+                                self.on_reconnect()
+                            first = False
+                            self.connected.set()
+                            delay = 0.1
+                        elif kind == "message" and message is not None:
+                            notice = Notice.decode(message["data"])
+                            if notice is not None:
+                                self._dispatch(notice)
+            except Exception as exc:  # a Redis failure, or a bug: either way keep L1 coherence alive
                 self.connected.clear()
-                log.warning("pub/sub connection lost; reconnecting", error=f"{type(exc).__name__}: {exc}",
-                            retry_in_s=delay)
+                if isinstance(exc, RedisUnavailable):
+                    log.warning("pub/sub connection lost; reconnecting", error=str(exc), retry_in_s=delay)
+                else:
+                    log.exception("pub/sub reader failed; reconnecting", error=f"{type(exc).__name__}: {exc}",
+                                  retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             finally:

@@ -366,6 +366,8 @@ class GatewaySettings:
     deadline_s: float = 10.0
     upstream_timeout_s: float = 8.0
     upstream_connect_timeout_s: float = 3.0
+    upstream_keepalive_s: float = 4.0
+    upstream_ca_file: Path | None = None
     upstream_attempts: int = 3
     memory_max_entries: int = 10_000
     memory_max_bytes: int = 64 * 1024 * 1024
@@ -409,11 +411,10 @@ class GatewaySettings:
         return (self.caps or {}).get(action, ACTIONS[action].cap_per_second)
 
     def local_cap(self, action: str) -> int:
-        """This process's own rate: the cap, or with ``--workers N`` and no Redis, ``floor(cap / N)``
-        (whole numbers: a fractional split would let cap + 1 into some window)."""
-        if self.redis_url or self.workers <= 1:
-            return self.cap(action)
-        return max(1, self.cap(action) // self.workers)
+        """This process's spacing rate: the cap, in every case. With ``--workers N`` and no Redis the
+        workers share one host budget kept by the supervisor (`proxy.admission.host_budget`), which spaces
+        the slots of all of them at the cap's interval; with Redis the shared budget does the same."""
+        return self.cap(action)
 
     def ttl(self, action: str) -> float:
         return float((self.ttls or {}).get(action, ACTIONS[action].ttl_seconds))
@@ -492,6 +493,12 @@ GATEWAY_OPTIONS: Final = (
            "timeout of one upstream call", "S"),
     Option("upstream_connect_timeout_s", "--upstream-connect-timeout-s", "CAMS_CONNECT_TIMEOUT_S", positive_float,
            3.0, "connect timeout of one upstream call", "S"),
+    Option("upstream_keepalive_s", "--upstream-keepalive-s", "CAMS_KEEPALIVE_S", positive_float, 4.0,
+           "longest an idle upstream connection is kept for reuse; keep it below the upstream's own idle close",
+           "S"),
+    Option("upstream_ca_file", "--upstream-ca-file", "CAMS_CA_FILE", existing_file, None,
+           "PEM file of the CAs trusted for an https upstream (unset: the system store, which honours "
+           "SSL_CERT_FILE)", "FILE"),
     Option("upstream_attempts", "--upstream-attempts", "PROXY_UPSTREAM_ATTEMPTS", positive_int, 3,
            "upstream attempts per miss for faults and throttling, each through the queue", "N"),
     Option("memory_max_entries", "--memory-max-entries", "PROXY_MEMORY_MAX_ENTRIES", positive_int, 10_000,
@@ -507,7 +514,8 @@ GATEWAY_OPTIONS: Final = (
     Option("redis_timeout_s", "--redis-timeout-s", "PROXY_REDIS_TIMEOUT_S", positive_float, 0.25,
            "with Redis: connect and reply timeout of one Redis command", "S"),
     Option("workers", "--workers", "PROXY_WORKERS", positive_int, 1,
-           "processes sharing the port (SO_REUSEPORT); without Redis each takes floor(cap / N)", "N"),
+           "processes sharing the port (SO_REUSEPORT); without Redis they share one budget kept by the "
+           "supervisor (never above the cap, whatever N)", "N"),
     Option("budget_mode", "--budget-mode", "PROXY_BUDGET_MODE", choice(("enforce", "shadow")), "enforce",
            "shadow: never wait or refuse for the budget, only count what enforcing would do (for trying new caps; "
            "the upstream may throttle)", "MODE"),
@@ -536,6 +544,8 @@ def options_table(options: Sequence[Option]) -> str:
 def configuration_reference() -> str:
     """``docs/configuration.md``: every setting of both commands, generated from the option tables (a test
     fails when the file drifts; regenerate with ``python scripts/config-tables.py``)."""
+    from proxy.netem.settings import NETEM_OPTIONS  # here: proxy.netem.settings imports this module
+
     return (
         "# Configuration reference\n\n"
         "Generated from the option tables in `proxy/config.py` by `scripts/config-tables.py`; a test fails if this\n"
@@ -546,6 +556,8 @@ def configuration_reference() -> str:
         f"{options_table(GATEWAY_OPTIONS)}\n"
         "## `cams-proxy simulate` (the CAMS simulator)\n\n"
         f"{options_table(SIMULATOR_OPTIONS)}\n"
+        "## `cams-proxy netem` (the network stand-in, `docs/netem.md`)\n\n"
+        f"{options_table(NETEM_OPTIONS)}\n"
         "## Operator commands\n\n"
         "`cams-proxy warm --file CSV [--gateway URL] [--concurrency N]`, `cams-proxy purge [--gateway URL] "
         "[--key K] [--space ID] [--template CODE] [--waba ID]`, `cams-proxy status [--gateway URL] [--interval S] "

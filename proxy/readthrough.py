@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING, Final
 import orjson
 
 from proxy.actions import ActionSpec
+from proxy.admission.coordinator import SlotMissed
 from proxy.admission.fair import Priority
-from proxy.admission.queue import UpstreamQueue
+from proxy.admission.queue import Demand, UpstreamQueue
 from proxy.bus import Bus, Notice
 from proxy.cache.base import Cache, CacheError, Entry
 from proxy.cache.tagindex import TagIndex
 from proxy.coalesce import SingleFlight
-from proxy.errors import DeadlineExceeded, GatewayError, UpstreamFailed
+from proxy.errors import DeadlineExceeded, GatewayError, Overloaded, UpstreamFailed
 from proxy.freshness import Freshness, Lifetimes, store_seconds
 from proxy.keys import cache_key
 from proxy.leases import Leases, LeaseUnavailable
@@ -46,6 +47,7 @@ from proxy.metrics import Metrics
 from proxy.tags import tags_for, waba_link
 from proxy.tasks import TaskOwner
 from proxy.upstream.client import UpstreamClient, UpstreamResponse
+from proxy.upstream.connections import Connection
 from proxy.upstream.errors import Outcome, SendWindowMissed, UpstreamError, UpstreamTimeout, classify
 
 if TYPE_CHECKING:
@@ -65,14 +67,6 @@ class CacheStatus(Enum):
 FAILED: Final = frozenset({Outcome.THROTTLED, Outcome.FAULT})
 #: The queue tenant of background refreshes (their tier is above tenants anyway).
 REFRESH_TENANT: Final = "(refresh)"
-
-
-@dataclass(frozen=True, slots=True)
-class Demand:
-    """Who a fill is for, in the upstream queue."""
-
-    tenant: str = "anonymous"
-    priority: Priority = Priority.INTERACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +127,28 @@ class Counters:
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
+def failure_notice(key: str, origin: str, error: GatewayError) -> Notice:
+    """The notice a lease holder publishes when its fill failed: the error's code, message, status and, for a
+    refusal, when to retry (each waiter renders it with its own request id)."""
+    retry_after = error.retry_after_s if isinstance(error, Overloaded) else None
+    body = orjson.dumps({"Code": error.code, "Message": error.message, "RetryAfterS": retry_after})
+    return Notice("fail", key, origin, error.status, body, "application/json;charset=utf-8")
+
+
+def failure_from_notice(notice: Notice) -> GatewayError:
+    """The error a waiter on another replica answers with, from a ``fail`` notice."""
+    try:
+        data = orjson.loads(notice.body)
+        code, message, retry_after = str(data["Code"]), str(data["Message"]), data.get("RetryAfterS")
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        code, message, retry_after = UpstreamFailed.code, "The replica filling this key failed.", None
+    if isinstance(retry_after, int | float) and not isinstance(retry_after, bool):
+        refused = Overloaded(message, float(retry_after))
+        refused.code, refused.status = code, notice.status or refused.status
+        return refused
+    return GatewayError(message, code=code, status=notice.status or UpstreamFailed.status)
+
+
 class ReadThrough:
     def __init__(
         self,
@@ -159,6 +175,7 @@ class ReadThrough:
         self._attempts = attempts
         self._access_key_id = access_key_id
         self._flights: SingleFlight[Fill] = SingleFlight(owner)
+        self._demands: dict[str, Demand] = {}
         self._wall = wall_clock
         self._replicas = replicas
         self._tags = tags
@@ -204,12 +221,15 @@ class ReadThrough:
                 self.revalidate(spec, params, key, found.fresh_until)
                 return Answer(found, CacheStatus.STALE, stale_reason="stale-while-revalidate")
             fallback = found
-        demand = Demand(tenant, priority)
-        flight, leader = self._flights.join(key, lambda: self._flight(spec, dict(params), key, deadline, demand))
+        flight, leader = self._flights.join(
+            key, lambda: self._flight(spec, dict(params), key, self._demand_for(key, tenant, priority, deadline)))
         if leader:
             self.counters.misses += 1
         else:
             self.counters.coalesced += 1
+            joined = self._demands.get(key)
+            if joined is not None:  # the flight waits for everyone on it: longest deadline, highest priority
+                joined.join(tenant, priority, deadline)
         try:
             fill = await SingleFlight.wait(flight, deadline)
         except TimeoutError as exc:
@@ -224,6 +244,11 @@ class ReadThrough:
             return Answer(fallback, CacheStatus.STALE, fill, "stale-if-error", fill.entry.status)
         return Answer(fill.entry, CacheStatus.MISS if leader and not fill.shared else CacheStatus.COALESCED, fill,
                       had_stale=fallback is not None)
+
+    def _demand_for(self, key: str, tenant: str, priority: Priority, deadline: float) -> Demand:
+        """The demand of a new flight for ``key``, kept while the flight runs so joiners can raise it."""
+        demand = self._demands[key] = Demand(tenant, priority, deadline)
+        return demand
 
     def _servable(self, entry: Entry) -> bool:
         return self.lifetimes.servable_on_error(entry.stale_until, self._wall())
@@ -266,15 +291,15 @@ class ReadThrough:
 
     async def _refresh(self, spec: ActionSpec, params: dict[str, str], key: str, stale_before: float) -> None:
         deadline = asyncio.get_running_loop().time() + self._refresh_deadline
-        demand = Demand(REFRESH_TENANT, Priority.REFRESH)
+        demand = Demand(REFRESH_TENANT, Priority.REFRESH, deadline)
         try:
             if self._replicas is None:
-                await self._fill(spec, params, key, deadline, demand)
+                await self._fill(spec, params, key, demand)
             else:
                 try:
                     holder = await self._replicas.leases.acquire(key)
                 except LeaseUnavailable:
-                    await self._fill(spec, params, key, deadline, demand)  # Redis down: this process alone
+                    await self._fill(spec, params, key, demand)  # Redis down: this process alone
                     self.counters.refreshes += 1
                     return
                 if not holder:  # another replica is filling or refreshing this key
@@ -285,7 +310,7 @@ class ReadThrough:
                     await self._replicas.leases.release(key)  # refreshed elsewhere just now
                     self.counters.refreshes_skipped += 1
                     return
-                await self._fill_holding_lease(spec, params, key, deadline, demand)
+                await self._fill_holding_lease(spec, params, key, demand)
             self.counters.refreshes += 1
         except GatewayError as exc:
             self.counters.refresh_failures += 1
@@ -328,17 +353,24 @@ class ReadThrough:
             self.counters.cache_errors += 1
             log.warning("tag index update failed; the entry cannot be purged by tag", error=str(exc))
 
-    async def _flight(self, spec: ActionSpec, params: dict[str, str], key: str, deadline: float,
-                      demand: Demand) -> Fill:
-        """This process's one fill for ``key``; with replicas, first agree across them who fills."""
+    async def _flight(self, spec: ActionSpec, params: dict[str, str], key: str, demand: Demand) -> Fill:
+        """This process's one fill for ``key``; with replicas, first agree across them who fills. It runs until
+        the longest deadline of the requests waiting on it (``demand`` follows them)."""
+        try:
+            return await self._flight_for(spec, params, key, demand)
+        finally:
+            if self._demands.get(key) is demand:
+                del self._demands[key]
+
+    async def _flight_for(self, spec: ActionSpec, params: dict[str, str], key: str, demand: Demand) -> Fill:
         refreshing = self._refreshing.get(key)
         if refreshing is not None:  # a background refresh of this key is under way here: use it
-            await asyncio.wait({refreshing}, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
+            await asyncio.wait({refreshing}, timeout=max(0.0, demand.deadline - asyncio.get_running_loop().time()))
             entry = await self._lookup(key)
             if entry is not None and self.freshness(entry) is Freshness.FRESH:
                 return self._shared_fill(entry)
         if self._replicas is None:
-            return await self._fill(spec, params, key, deadline, demand)
+            return await self._fill(spec, params, key, demand)
         leases, bus = self._replicas.leases, self._replicas.bus
         loop = asyncio.get_running_loop()
         while True:
@@ -347,25 +379,30 @@ class ReadThrough:
                 try:
                     holder = await leases.acquire(key)
                 except LeaseUnavailable:
-                    return await self._fill(spec, params, key, deadline, demand)  # Redis down: this process alone
+                    return await self._fill(spec, params, key, demand)  # Redis down: this process alone
                 if holder:
                     entry = await self._lookup_shared(key)  # filled and released just before we took the lease?
                     if entry is not None and self.freshness(entry) is Freshness.FRESH:
                         await leases.release(key)
                         return self._shared_fill(entry)
-                    return await self._fill_holding_lease(spec, params, key, deadline, demand)
+                    return await self._fill_holding_lease(spec, params, key, demand)
                 entry = await self._lookup_shared(key)  # the holder may have finished just now
                 if entry is not None and self.freshness(entry) is Freshness.FRESH:
                     return self._shared_fill(entry)
-                wait_until = min(deadline, loop.time() + leases.ttl_s)
+                wait_until = min(demand.deadline, loop.time() + leases.ttl_s)
                 try:
                     async with asyncio.timeout_at(wait_until):
                         got = await asyncio.shield(notice)
                 except TimeoutError:
-                    if loop.time() >= deadline:
+                    if loop.time() >= demand.deadline:
                         raise DeadlineExceeded(f"The request's deadline passed while another replica filled "
                                                f"{spec.name}.") from None
                     continue  # the holder may be gone: try to take the lease over
+                if got.kind == "fail":
+                    failure = failure_from_notice(got)
+                    if failure.code == DeadlineExceeded.code and loop.time() < demand.deadline:
+                        continue  # the holder's own deadline passed, not ours: take the lease over
+                    raise failure  # answered with this request's own id and Retry-After
                 return self._shared_fill(Entry(got.status, got.body, self._wall(),
                                                got.content_type or "application/json;charset=utf-8",
                                                got.fresh_until, got.stale_until))
@@ -377,7 +414,7 @@ class ReadThrough:
         return Fill(entry, classified.outcome, classified.code, 0, 0.0, 0.0, False, shared=True)
 
     async def _fill_holding_lease(self, spec: ActionSpec, params: dict[str, str], key: str,
-                                  deadline: float, demand: Demand) -> Fill:
+                                  demand: Demand) -> Fill:
         assert self._replicas is not None
         leases, bus = self._replicas.leases, self._replicas.bus
 
@@ -391,10 +428,9 @@ class ReadThrough:
 
         renewer = asyncio.get_running_loop().create_task(renew())
         try:
-            fill = await self._fill(spec, params, key, deadline, demand)
+            fill = await self._fill(spec, params, key, demand)
         except GatewayError as exc:
-            body = orjson.dumps({"RequestId": "", "HostId": "cams-proxy", "Code": exc.code, "Message": exc.message})
-            await bus.publish(Notice("fail", key, bus.replica_id, exc.status, body, "application/json;charset=utf-8"))
+            await bus.publish(failure_notice(key, bus.replica_id, exc))
             raise
         finally:
             renewer.cancel()
@@ -403,8 +439,7 @@ class ReadThrough:
                                  fill.entry.content_type, fill.entry.fresh_until, fill.entry.stale_until))
         return fill
 
-    async def _fill(self, spec: ActionSpec, params: dict[str, str], key: str, deadline: float,
-                    demand: Demand) -> Fill:
+    async def _fill(self, spec: ActionSpec, params: dict[str, str], key: str, demand: Demand) -> Fill:
         queue = self._queues[spec.name]
         loop = asyncio.get_running_loop()
         queued_for = upstream_time = 0.0
@@ -415,16 +450,30 @@ class ReadThrough:
             attempt += 1
             asked = loop.time()
             try:
-                grant = await queue.acquire(deadline, demand.tenant, demand.priority)
+                grant = await queue.acquire(demand.deadline, demand=demand)
+            except SlotMissed:
+                attempt -= 1  # reserved but woken too late for it: nothing sent, ask again
+                self.counters.missed_send_windows += 1
+                continue
             except GatewayError:
                 if last is None and last_error is None:
                     raise
                 break  # a retry found no slot in time: answer with what the upstream last said
+            except UpstreamError as exc:
+                # No connection could be opened before the slot: nothing was sent, no quota spent.
+                self.counters.upstream_no_answer += 1
+                self.counters.upstream_failures_in_a_row += 1
+                self.metrics.count_upstream(spec.name, "no_answer", None)
+                last_error = exc
+                log.warning("upstream unreachable", action=spec.name, attempt=attempt, error=str(exc))
+                continue
             queued_for += grant.granted_at - asked
             self.metrics.observe_wait(spec.name, demand.priority, grant.granted_at - asked)
+            connection = grant.take_connection()
             try:
-                response = await self._client.call(spec.name, params, version=spec.version, on_sent=grant.sent,
-                                                   send_by=grant.send_by)
+                response = await self._client.call(
+                    spec.name, params, version=spec.version, on_sent=grant.sent, send_by=grant.send_by,
+                    connection=connection if isinstance(connection, Connection) else None)
             except SendWindowMissed:
                 # Not sent, no quota spent: ask for a new slot without using up an attempt.
                 attempt -= 1
@@ -459,7 +508,7 @@ class ReadThrough:
                 log.warning("upstream throttled a call", action=spec.name, code=classified.code, attempt=attempt)
             elif classified.outcome is Outcome.FAULT:
                 self.counters.upstream_faults += 1
-            if classified.outcome.retryable and attempt < self._attempts and loop.time() < deadline:
+            if classified.outcome.retryable and attempt < self._attempts and loop.time() < demand.deadline:
                 continue
             now = self._wall()
             windows = self.lifetimes.windows(classified.outcome, self._ttl(spec.name), now)

@@ -4,6 +4,11 @@ coordinator, fill leases, the notice bus and the heartbeat.
 Two Redis clients: one for commands, with short timeouts (``redis_timeout_s``: a dead Redis costs one
 timeout, then the breaker answers), and one for the pub/sub subscription, which idles between notices
 and so has no read timeout.
+
+Every Redis failure reaches this module as a `RedisUnavailable` (the one seam, `proxy.redis_clients`):
+start-up runs the Redis-down policy on it, the heartbeat opens the breaker on it, and closing ignores it.
+Each command is bounded by `call_bound_s` in all (a cluster client retries), and so is the breaker's
+probe lease, so neither a hit batch nor the breaker can be held by Redis for longer than that.
 """
 
 from __future__ import annotations
@@ -15,25 +20,25 @@ import socket
 import uuid
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
 from proxy.admission.coordinator import Coordinator
 from proxy.admission.replicas import Heartbeat
-from proxy.admission.shared import BudgetUnavailable, RedisBudget
+from proxy.admission.shared import RedisBudget
 from proxy.breaker import CircuitBreaker
 from proxy.bus import Bus
-from proxy.cache.base import Cache
+from proxy.cache.base import Cache, CacheError
 from proxy.cache.memory import MemoryCache
 from proxy.cache.redis import RedisCache
 from proxy.cache.tiered import TieredCache
 from proxy.leases import Leases
 from proxy.logs import get_logger
 from proxy.readthrough import Replicas
-from proxy.redis_clients import RedisClient, connect
+from proxy.redis_clients import RedisClient, RedisUnavailable, best_effort, call_bound_s, connect
 from proxy.tasks import TaskOwner
 
 log = get_logger("proxy.replicas")
 HEARTBEAT_INTERVAL_S = 1.0
+#: Round trips that seed the estimate of Redis's clock at start-up (the fastest one wins).
+CLOCK_SAMPLES_AT_START = 5
 
 
 def new_replica_id() -> str:
@@ -58,11 +63,11 @@ class ReplicaKit:
         replica_id = new_replica_id()
         client = connect(url, cluster=cluster, timeout=redis_timeout_s, connect_timeout=redis_timeout_s)
         pubsub_client = connect(url, cluster=cluster, timeout=None, connect_timeout=redis_timeout_s)
-        breaker = CircuitBreaker(cooldown=1.0)
+        breaker = CircuitBreaker(cooldown=1.0, probe_timeout=call_bound_s(redis_timeout_s))
         heartbeat = Heartbeat(client, access_key_id, replica_id)
         coordinator = Coordinator(RedisBudget(client, access_key_id), heartbeat, breaker, margin_s)
         bus = Bus(pubsub_client, replica_id)
-        l2 = RedisCache(client)
+        l2 = RedisCache(client, timeout=call_bound_s(redis_timeout_s))
         cache: Cache = (TieredCache(l1, l2, bus, breaker, l1_max_ttl_s, on_redis_failure=coordinator.record_failure)
                         if l1_max_ttl_s > 0 else l2)
         return cls(replica_id, client, pubsub_client, breaker, coordinator, bus,
@@ -77,7 +82,9 @@ class ReplicaKit:
         try:
             await self.coordinator.budget.probe()
             await self.heartbeat.beat()
-        except (BudgetUnavailable, RedisError, OSError) as exc:
+            for _ in range(CLOCK_SAMPLES_AT_START):  # a first estimate of Redis's clock before any slot
+                await self.coordinator.sample_clock()
+        except RedisUnavailable as exc:
             log.warning("redis cannot serve the shared budget at start-up (down, or scripts disabled): "
                         "running the Redis-down policy", error=str(exc))
             self.coordinator.record_failure(exc)
@@ -90,19 +97,26 @@ class ReplicaKit:
             log.warning("pub/sub not connected yet; L1 coherence starts when it is")
 
     async def _heartbeats(self) -> None:
+        """Beat while Redis is healthy, probe (once due) while it is not; until cancelled. A failure that is
+        not Redis's (a bug) is logged and the loop goes on: recovery from an outage depends on it."""
         while True:
             await asyncio.sleep(HEARTBEAT_INTERVAL_S)
-            if self.breaker.healthy:
-                try:
-                    await self.heartbeat.beat()
-                except (RedisError, OSError) as exc:
-                    self.coordinator.record_failure(exc)
-            else:
-                await self.coordinator.probe_if_due()
+            try:
+                if self.breaker.healthy:
+                    try:
+                        await self.heartbeat.beat()
+                        await self.coordinator.sample_clock()  # keeps the clock estimate fresh while idle
+                    except RedisUnavailable as exc:
+                        self.coordinator.record_failure(exc)
+                else:
+                    await self.coordinator.probe_if_due()
+            except Exception:
+                log.exception("heartbeat round failed; trying again next round")
 
     async def close(self) -> None:
+        """Leave the heartbeat set and close the cache and both clients; Redis failures are ignored."""
         await self.heartbeat.leave()
-        await self.cache.close()
+        with contextlib.suppress(CacheError):
+            await self.cache.close()
         for client in (self.client, self.pubsub_client):
-            with contextlib.suppress(RedisError, OSError):
-                await client.aclose()
+            await best_effort(client.aclose(), "close")

@@ -15,12 +15,16 @@ The Redis-down policy, and why each rule keeps every 1-second window at or under
 * **Recovery** (a probe succeeds after the breaker's cooldown): quiet again for
   ``cooldown + 1 s + δ`` before the first shared slot, because the others may still be on their shares
   until their own breakers probe (at most ``cooldown`` later). Then shared slots resume without a burst.
-* **Late wake-up**: a replica that wakes more than ``late_guard`` after its reserved slot does not send
-  on it (the slot stays empty) and asks again. The slot time is taken as "when the reservation was
-  asked + wait", the earliest Redis could have meant, so a reply processed late by a busy event loop
-  counts as lateness instead of silently shifting the send. The same window is checked again once the
-  upstream connection is in hand (the last wait before the request is written): a call that missed it
-  is not sent (`SendWindowMissed`) and asks for a new slot.
+* **Slot timing**: a slot is a moment on Redis's clock (``TIME`` + wait, in the reply). This replica
+  turns it into a local moment with its estimate of Redis's clock (`redis_clock.RedisClock`, from the
+  fastest recent round trip), so neither a slow Redis nor the jitter of one reply shifts the send.
+  Reservations are made ``lead`` ahead (the slowest recent round trip), so the reply usually arrives
+  before the slot.
+* **Late reply or late wake-up**: a reply that arrives more than ``late_guard`` after its slot, or a
+  replica that wakes more than ``late_guard`` after it, does not send on that slot (it stays empty) and
+  asks again. The caller has its upstream connection in hand before asking, and checks the window once
+  more right before the write (nothing awaits in between): a call that missed it is not sent
+  (`SendWindowMissed`) and asks for a new slot.
 
 Quiet periods make misses wait (within their deadlines), never fail outright.
 """
@@ -31,6 +35,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from proxy.admission.redis_clock import RedisClock
 from proxy.admission.replicas import Heartbeat, local_share
 from proxy.admission.shared import BudgetUnavailable, RedisBudget
 from proxy.admission.spacing import spacing_interval
@@ -41,13 +46,31 @@ from proxy.logs import get_logger
 log = get_logger("proxy.admission")
 
 
+class SlotMissed(Exception):
+    """A reserved slot could not be used (woken too late for it): nothing was sent; ask for a new slot."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """A slot this replica holds: a shared one at local loop time ``at``, or (``at`` None) the local share."""
+
+    action: str
+    cap: int
+    at: float | None
+
+
 @dataclass
 class CoordinatorStats:
     shared_slots: int = 0
     local_slots: int = 0
     late_slots: int = 0
+    late_replies: int = 0
     outages: int = 0
     recoveries: int = 0
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None or seconds == float("inf") else round(seconds * 1000, 3)
 
 
 class Coordinator:
@@ -67,11 +90,12 @@ class Coordinator:
         self.breaker = breaker
         self.margin_s = margin_s
         self.horizon_s = horizon_s
-        self.late_guard_s = margin_s / 2 if late_guard_s is None else late_guard_s
+        self.late_guard_s = margin_s / 4 if late_guard_s is None else late_guard_s
         self._clock = clock
         self.quiet_until = 0.0
         self.stats = CoordinatorStats()
         self._next_local: dict[str, float] = {}
+        self.clock = RedisClock()
 
     def _now(self) -> float:
         return self._clock() if self._clock else asyncio.get_running_loop().time()
@@ -85,7 +109,9 @@ class Coordinator:
         return {"mode": self.mode, "breaker": self.breaker.state.value, "live_replicas": self.heartbeat.live,
                 "quiet_for_s": round(max(0.0, self.quiet_until - now), 3), "shared_slots": self.stats.shared_slots,
                 "local_slots": self.stats.local_slots, "late_slots": self.stats.late_slots,
-                "outages": self.stats.outages}
+                "late_replies": self.stats.late_replies, "outages": self.stats.outages,
+                "redis_clock": {"samples": self.clock.observed, "best_rtt_ms": _ms(self.clock.best_rtt),
+                                "uncertainty_ms": _ms(self.clock.uncertainty)}}
 
     def record_failure(self, error: Exception) -> None:
         """Redis failed somewhere (budget, heartbeat): open the breaker and go quiet before the local share."""
@@ -112,16 +138,22 @@ class Coordinator:
         if self.breaker.healthy or not self.breaker.allow(self._now()):
             return
         try:
-            await self.budget.probe()
+            with self.breaker.probing():  # a cancelled probe is released, not left half-done
+                await self.budget.probe()
         except BudgetUnavailable as exc:
             self.record_failure(exc)
             return
         self._recovered()
 
     async def slot(self, action: str, cap: int, interval: float, grant_by: float) -> float | None:
-        """Return when this replica may send one call for ``action``: the loop time by which the call
-        must have left (a shared slot), or None (the local share, spaced here). Raise `Overloaded` if it
-        cannot before ``grant_by``. The caller bounds the whole wait with its deadline."""
+        """`reserve` then `wait`, in one step: the loop time by which the call must have been written (a shared
+        slot), or None (the local share, spaced here). Raises `Overloaded` or `SlotMissed`."""
+        return await self.wait(await self.reserve(action, cap, interval, grant_by))
+
+    async def reserve(self, action: str, cap: int, interval: float, grant_by: float) -> Reserved:
+        """Reserve this replica's next slot for ``action`` (one Redis round trip when healthy), without waiting
+        for it: the queue passes the turn on right after, so the next call reserves while this one waits, and a
+        slow Redis does not stretch the spacing. Raise `Overloaded` if no slot comes before ``grant_by``."""
         loop = asyncio.get_running_loop()
         while True:
             now = self._now()
@@ -131,49 +163,77 @@ class Coordinator:
             if self.breaker.allow(now):
                 if not self.breaker.healthy:
                     try:
-                        await self.budget.probe()
+                        with self.breaker.probing():  # released if the caller's deadline cancels it
+                            await self.budget.probe()
                     except BudgetUnavailable as exc:
                         self.record_failure(exc)
                         continue
                     self._recovered()
                     continue
-                send_by = await self._shared_slot(loop, action, interval, grant_by)
-                if send_by is not None:
-                    return send_by
+                slot_at = await self._shared_slot(loop, action, interval, grant_by)
+                if slot_at is not None:
+                    return Reserved(action, cap, slot_at)
                 continue
-            await self._local_slot(action, cap)
+            return Reserved(action, cap, None)
+
+    async def wait(self, reserved: Reserved) -> float | None:
+        """Sleep until the reserved slot; return the loop time by which the call must have been written (None
+        for the local share, which is spaced here). Raise `SlotMissed` if this replica woke too late for it."""
+        if reserved.at is None:
+            await self._local_slot(reserved.action, reserved.cap)
             return None
+        loop = asyncio.get_running_loop()
+        delay = reserved.at - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if loop.time() - reserved.at > self.late_guard_s:
+            self.stats.late_slots += 1
+            raise SlotMissed(f"woke {loop.time() - reserved.at:.3f}s after the shared slot for {reserved.action}")
+        self.stats.shared_slots += 1
+        return reserved.at + self.late_guard_s
+
+    def sharers(self) -> int:
+        """Replicas that share the budget, as the heartbeats last counted."""
+        return max(1, self.heartbeat.live)
 
     def missed(self) -> None:
         """A granted shared slot was not used: the call could not leave in time."""
         self.stats.late_slots += 1
 
+    async def sample_clock(self) -> None:
+        """One sample of Redis's clock (the heartbeat calls this every second, so the estimate stays fresh
+        while no miss comes). Raises `BudgetUnavailable`."""
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        redis_now = await self.budget.redis_time()
+        self.clock.observe(asked, loop.time(), redis_now)
+
     async def _shared_slot(self, loop: asyncio.AbstractEventLoop, action: str, interval: float,
                            grant_by: float) -> float | None:
-        asked_at = loop.time()  # before the round trip: the slot is measured from here, conservatively
-        remaining = grant_by - asked_at
+        asked = loop.time()
+        remaining = grant_by - asked
+        lead = self.clock.lead(self.horizon_s / 2)
         try:
-            reservation = await self.budget.reserve(action, interval, min(self.horizon_s, max(0.0, remaining)))
+            reservation = await self.budget.reserve(action, interval, min(self.horizon_s, max(0.0, remaining)),
+                                                    lead)
         except BudgetUnavailable as exc:
             self.record_failure(exc)
             return None
+        replied = loop.time()
+        self.clock.observe(asked, replied, reservation.redis_now)
         if not reservation.granted:
             if reservation.wait_s > remaining:
                 raise Overloaded(f"The shared upstream budget for {action} has no slot before this request's "
                                  f"deadline (next in about {reservation.wait_s:.1f}s); retry then.", reservation.wait_s)
             await asyncio.sleep(max(0.0, reservation.wait_s - self.horizon_s))
             return None
-        # Redis read its clock somewhere inside the round trip, so the slot is at asked_at + wait at the
-        # earliest; a reply processed late (busy loop) therefore shows up as lateness, not as a shifted slot.
-        slot_at = asked_at + reservation.wait_s
-        delay = slot_at - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if loop.time() - slot_at > self.late_guard_s:
-            self.stats.late_slots += 1
+        # The slot is a moment on Redis's clock; the estimate of that clock (from the fastest recent round
+        # trip, not from this reply's own timing) makes it a local moment, so reply jitter does not move it.
+        slot_at = self.clock.to_local(reservation.slot)
+        if replied - slot_at > self.late_guard_s:
+            self.stats.late_replies += 1  # the reply came after its slot: give the slot up, ask again
             return None
-        self.stats.shared_slots += 1
-        return slot_at + self.late_guard_s
+        return slot_at
 
     async def _local_slot(self, action: str, cap: int) -> None:
         share = local_share(cap, self.heartbeat.live)

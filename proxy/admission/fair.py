@@ -91,6 +91,23 @@ class FairQueue(Generic[T]):
             self._drop_tenant(tier, tenant)
         return True
 
+    def promote(self, item: T, tenant: str, priority: Priority) -> bool:
+        """Move a queued ``item`` to ``tenant``'s queue at ``priority`` if that serves it sooner (a higher tier,
+        or the same tier for a tenant with fewer calls ahead); it goes last there. False if it was not queued,
+        would not gain, or that queue is full (then it stays where it was)."""
+        where = self._where.get(item)
+        if where is None:
+            return False
+        current_priority, current_tenant = where
+        if priority > current_priority or (priority == current_priority and (
+                tenant == current_tenant or self.waiting(tenant, priority) >= self.waiting(current_tenant, priority))):
+            return False
+        if self.waiting(tenant, priority) >= self.bound:
+            return False
+        self.remove(item)
+        self.push(item, tenant, priority)
+        return True
+
     def pop(self) -> T | None:
         """The next item to serve, or None when nothing waits."""
         for priority in Priority:

@@ -10,11 +10,16 @@ Spacing is aiolimiter's ``AsyncLimiter(1, T)``: a bucket of one, so there is no 
 consecutive grants are at least ``T`` apart.
 
 Spacing grants is not enough: the upstream counts *arrivals*, and under load the time between a grant
-and the request leaving the socket varies (a busy event loop, a new connection). So a grant is also a
-*send slot*: the next grant waits until the previous granted request has been written (or has failed
-to be) and until ``T`` after that write. Consecutive requests therefore leave at least ``T`` apart,
-measured when their headers hit the socket, whatever happened between grant and send; only the
-network's own jitter remains for δ to cover.
+and the request leaving the socket varies (a busy event loop, a new connection). So:
+
+* the turn holder takes an upstream connection *before* its slot (`ConnectionSource.connection`: a warm
+  one, or one opened now, TLS handshake included), and while others wait the source keeps one more warm
+  (`prewarm`); nothing between the slot and the write waits on the network;
+* a grant is also a *send slot*: the next grant waits until the previous granted request has been
+  written (or has failed to be) and until ``T`` after that write.
+
+Consecutive requests therefore leave at least ``T`` apart, measured when their bytes were written,
+whatever happened between grant and send; only the network's own jitter remains for δ to cover.
 
 Guarantees:
 
@@ -35,7 +40,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from aiolimiter import AsyncLimiter
 
@@ -48,6 +53,73 @@ from proxy.errors import DeadlineExceeded, Overloaded
 EWMA_WEIGHT: Final = 0.2
 #: Assumed answer time (seconds) before the first call is observed.
 INITIAL_UPSTREAM_TIME: Final = 0.25
+
+
+class SlotSource(Protocol):
+    """Where a slot comes from besides this queue's own spacing: the budget shared by replicas through Redis
+    (`proxy.admission.coordinator.Coordinator`) or by ``--workers`` on one host (`proxy.admission.host`)."""
+
+    async def slot(self, action: str, cap: int, interval: float, grant_by: float) -> float | None:
+        """Sleep until this process may send one call; return the loop time by which the call must have been
+        written (None: no window). Raise `Overloaded` if no slot can come before ``grant_by``."""
+        ...
+
+    def missed(self) -> None:
+        """A slot returned by `slot` was not used: the call could not be written within its window."""
+        ...
+
+    def status(self) -> dict[str, object]:
+        ...
+
+
+class ConnectionSource(Protocol):
+    """Upstream connections taken before the slot (`proxy.upstream.client.UpstreamClient`)."""
+
+    async def connection(self) -> object:
+        """A connection in hand (may open one). Raises `proxy.upstream.errors.UpstreamError`."""
+        ...
+
+    def give_back(self, connection: object) -> None:
+        """A connection from `connection` that was not used."""
+        ...
+
+    def prewarm(self, count: int) -> None:
+        """Keep ``count`` connections idle or opening."""
+        ...
+
+
+def _nothing() -> None:
+    return None
+
+
+class Demand:
+    """Who a call is for and until when; a coalesced flight's demand rises as requests join it.
+
+    `join` keeps the longest deadline and the highest priority (with that request's tenant) of everyone
+    waiting, and tells the watchers (the queue the call waits in)."""
+
+    __slots__ = ("_watchers", "deadline", "priority", "tenant")
+
+    def __init__(self, tenant: str, priority: Priority, deadline: float) -> None:
+        self.tenant = tenant
+        self.priority = priority
+        self.deadline = deadline
+        self._watchers: list[Callable[[], None]] = []
+
+    def join(self, tenant: str, priority: Priority, deadline: float) -> None:
+        changed = False
+        if deadline > self.deadline:
+            self.deadline, changed = deadline, True
+        if priority < self.priority:
+            self.priority, self.tenant, changed = priority, tenant, True
+        if changed:
+            for watcher in list(self._watchers):
+                watcher()
+
+    def watch(self, watcher: Callable[[], None]) -> Callable[[], None]:
+        """Call ``watcher`` on every change until the returned function is called."""
+        self._watchers.append(watcher)
+        return lambda: self._watchers.remove(watcher) if watcher in self._watchers else None
 
 
 @dataclass
@@ -66,10 +138,11 @@ class QueueStats:
 
 class UpstreamQueue:
     def __init__(self, action: str, rate_per_second: int, margin_s: float, bound: int,
-                 coordinator: Coordinator | None = None, weight: Callable[[str], float] = lambda tenant: 1.0,
-                 shadow: bool = False) -> None:
+                 coordinator: SlotSource | None = None, weight: Callable[[str], float] = lambda tenant: 1.0,
+                 shadow: bool = False, connections: ConnectionSource | None = None) -> None:
         self.action = action
         self.coordinator = coordinator
+        self.connections = connections
         self.rate = rate_per_second
         self.interval = spacing_interval(rate_per_second, margin_s)
         self.bound = bound
@@ -154,13 +227,18 @@ class UpstreamQueue:
         return refused
 
     async def acquire(self, deadline: float, tenant: str = "anonymous",
-                      priority: Priority = Priority.INTERACTIVE) -> Grant:
+                      priority: Priority = Priority.INTERACTIVE, demand: Demand | None = None) -> Grant:
         """Wait for an upstream slot; the caller must send at once and then call ``grant.sent(at)``
         (or ``grant.release()`` if nothing was sent).
 
-        ``deadline`` is in event-loop time. Raises `Overloaded` (refused at once, or when the queue closes) or
-        `DeadlineExceeded` (gave up while queued).
+        ``deadline`` is in event-loop time. With ``demand`` (a coalesced flight), its deadline, tenant and
+        priority are used instead and followed while the call waits: a longer deadline moves the give-up time,
+        a higher priority moves the call up (`FairQueue.promote`). Raises `Overloaded` (refused at once, or
+        when the queue closes), `DeadlineExceeded` (gave up while queued), or `UpstreamError` (no connection
+        could be opened; nothing was sent).
         """
+        if demand is not None:
+            deadline, tenant, priority = demand.deadline, demand.tenant, demand.priority
         if self._closed is not None:
             raise Overloaded(self._closed, 1.0)
         loop = asyncio.get_running_loop()
@@ -184,30 +262,56 @@ class UpstreamQueue:
         self._pass_turn()
         holding = False
         send_by: float | None = None
+        connection: object | None = None
+        unwatch: Callable[[], None] = _nothing
         try:
-            async with asyncio.timeout_at(max(now, grant_by)):
+            async with asyncio.timeout_at(max(now, grant_by)) as scope:
+                if demand is not None:
+                    unwatch = demand.watch(lambda: self._follow(demand, ticket, scope))
                 await ticket  # our turn: only the turn holder goes through the spacing
+                if self.connections is not None:
+                    # The connection first, so nothing after the slot waits on the network.
+                    connection = await self.connections.connection()
+                    if len(self._fair):
+                        self.connections.prewarm(1)  # the next turn finds one in hand
                 await self._limiter.acquire()
-                await self._send_slot.acquire()
-                holding = True
-                if self._last_sent is not None:
-                    gap = self._last_sent + self.interval - loop.time()
-                    if gap > 0:
-                        await asyncio.sleep(gap)
-                if self.coordinator is not None:
-                    # Replicas: the slot itself comes from the shared budget (or the local share).
-                    send_by = await self.coordinator.slot(self.action, self.rate, self.interval, grant_by)
+                if isinstance(self.coordinator, Coordinator):
+                    # Replicas: reserve the shared slot, then pass the turn on before waiting for it, so the
+                    # next call's reservation (a Redis round trip) overlaps this one's wait.
+                    reserved = await self.coordinator.reserve(self.action, self.rate, self.interval,
+                                                              self._grant_by(deadline, demand))
+                    self._end_turn(ticket)
+                    await self._send_slot.acquire()
+                    holding = True
+                    send_by = await self.coordinator.wait(reserved)
+                    if self._last_sent is not None:  # and never closer than T to this process's last send
+                        gap = self._last_sent + self.interval - loop.time()
+                        if gap > 0:
+                            await asyncio.sleep(gap)  # past the send window: the call is not sent (send_by)
+                else:
+                    await self._send_slot.acquire()
+                    holding = True
+                    if self._last_sent is not None:
+                        gap = self._last_sent + self.interval - loop.time()
+                        if gap > 0:
+                            await asyncio.sleep(gap)
+                    if self.coordinator is not None:
+                        send_by = await self.coordinator.slot(self.action, self.rate, self.interval,
+                                                              self._grant_by(deadline, demand))
         except TimeoutError as exc:
             if holding:
                 self._send_slot.release()
+            self._give_back(connection)
             self.stats.expired += 1
             raise DeadlineExceeded(f"The request's deadline passed while it waited for an upstream slot for "
                                    f"{self.action}; it was not sent.") from exc
         except BaseException:
             if holding:
                 self._send_slot.release()
+            self._give_back(connection)
             raise
         finally:
+            unwatch()
             self._fair.remove(ticket)
             if not ticket.done():
                 ticket.cancel()
@@ -215,11 +319,30 @@ class UpstreamQueue:
         granted = loop.time()
         self._recent_grants.append(granted)
         if self._last_grant is not None and self.waiting > 0:
-            # Back-to-back grants under backlog: learn the spacing actually achieved.
-            self._observed_spacing += EWMA_WEIGHT * ((granted - self._last_grant) - self._observed_spacing)
+            # Back-to-back grants under backlog: learn the spacing actually achieved. One gap counts for at most
+            # what a fair split with every process sharing the budget gives (x1.5): a stall at start-up (first
+            # connections, a quiet period) must not make admission refuse for minutes afterwards.
+            gap = min(granted - self._last_grant, 1.5 * self.interval * self._sharers())
+            self._observed_spacing += EWMA_WEIGHT * (gap - self._observed_spacing)
         self._last_grant = granted
         self.stats.granted += 1
-        return Grant(self, granted, send_by)
+        return Grant(self, granted, send_by, connection)
+
+    def _sharers(self) -> int:
+        sharers = getattr(self.coordinator, "sharers", None)
+        return int(sharers()) if callable(sharers) else 1
+
+    def _grant_by(self, deadline: float, demand: Demand | None) -> float:
+        return (demand.deadline if demand is not None else deadline) - self._upstream_time
+
+    def _follow(self, demand: Demand, ticket: asyncio.Future[None], scope: asyncio.Timeout) -> None:
+        """A request joined the flight this call fills: take its longer deadline and higher priority."""
+        scope.reschedule(max(scope.when() or 0.0, demand.deadline - self._upstream_time))
+        self._fair.promote(ticket, demand.tenant, demand.priority)
+
+    def _give_back(self, connection: object | None) -> None:
+        if connection is not None and self.connections is not None:
+            self.connections.give_back(connection)
 
     def _shadow_grant(self, now: float, deadline: float) -> Grant:
         """``--budget-mode shadow``: grant at once, and count what the enforced budget would have done with
@@ -248,16 +371,25 @@ class UpstreamQueue:
 
 
 class Grant:
-    """One upstream send slot. Exactly one of `sent` or `release` frees it; later calls do nothing."""
+    """One upstream send slot, with the connection taken for it. Exactly one of `sent` or `release` frees the
+    slot; later calls do nothing. The connection goes to whoever calls `take_connection` (the upstream call);
+    if nobody does, `release` gives it back."""
 
-    __slots__ = ("_done", "_queue", "granted_at", "send_by")
+    __slots__ = ("_connection", "_done", "_queue", "granted_at", "send_by")
 
-    def __init__(self, queue: UpstreamQueue, granted_at: float, send_by: float | None = None) -> None:
+    def __init__(self, queue: UpstreamQueue, granted_at: float, send_by: float | None = None,
+                 connection: object | None = None) -> None:
         self._queue = queue
         self.granted_at = granted_at
-        #: Loop time by which the call must have left (shared slots); None: no window.
+        #: Loop time by which the call must have been written (shared slots); None: no window.
         self.send_by = send_by
+        self._connection = connection
         self._done = False
+
+    def take_connection(self) -> object | None:
+        """The connection taken before the slot (None without a connection source); it is the caller's now."""
+        connection, self._connection = self._connection, None
+        return connection
 
     def sent(self, at: float) -> None:
         """The request's headers were written at loop time ``at``."""
@@ -266,7 +398,9 @@ class Grant:
             self._queue._sent(self, at)
 
     def release(self) -> None:
-        """Nothing was sent (or `sent` was already called)."""
+        """Nothing was sent (or `sent` was already called); an untaken connection goes back."""
+        connection, self._connection = self._connection, None
+        self._queue._give_back(connection)
         if not self._done:
             self._done = True
             self._queue._released()

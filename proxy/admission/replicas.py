@@ -4,18 +4,16 @@ Each replica runs `Heartbeat.beat` every ``interval`` seconds; the script drops 
 passed (Redis ``TIME``) and adds this replica for ``ttl``. The count it returns is remembered, so when
 Redis goes away each replica still knows how many it last shared the cap with, and takes
 ``floor(cap / live)`` (whole numbers: a fractional split lets cap + 1 into some window; a share of 0
-sends nothing). One key per AccessKey, hash-tagged: cluster-safe.
+sends nothing). One key per AccessKey, hash-tagged: cluster-safe. Redis failures come out of the one
+seam as `RedisUnavailable` (`proxy.redis_clients`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, Final
 
-from redis.exceptions import RedisError
-
-from proxy.redis_clients import RedisClient
+from proxy.redis_clients import RedisClient, best_effort, redis_call
 
 HEARTBEAT_SCRIPT: Final = """
 local t = redis.call('TIME')
@@ -46,10 +44,11 @@ class Heartbeat:
         self.live = 1
 
     async def beat(self) -> int:
-        """Register this replica; return (and remember) the live count. Raises RedisError/OSError."""
-        self.live = max(1, int(await self._script(keys=[self._key], args=[self._replica_id, self._ttl_ms])))
+        """Register this replica; return (and remember) the live count. Raises `RedisUnavailable`."""
+        live = await redis_call(self._script(keys=[self._key], args=[self._replica_id, self._ttl_ms]), "heartbeat")
+        self.live = max(1, int(live))
         return self.live
 
     async def leave(self) -> None:
-        with contextlib.suppress(RedisError, OSError):  # the entry expires on its own
-            await self._client.zrem(self._key, self._replica_id)
+        """Best effort: if Redis fails, the entry expires on its own after ``ttl``."""
+        await best_effort(self._client.zrem(self._key, self._replica_id), "heartbeat leave")

@@ -4,17 +4,22 @@ One key per (AccessKey, action) holds the theoretical arrival time (TAT) of the 
 microseconds of the **Redis server's** clock (``TIME``), never a replica's. Each decision is one
 round trip and three commands (``TIME``, ``GET``, ``SET PX``)::
 
-    slot = max(TAT, now);  wait = slot - now
+    slot = max(TAT, now + lead);  wait = slot - now
     if wait > max_wait:  answer "no" with wait          (the caller refuses with an honest Retry-After)
     else:                TAT = slot + T; answer "yes" with wait   (the slot is reserved for the caller)
+    every answer also carries ``now`` (Redis TIME): the slot is the moment ``now + wait`` on Redis's clock
 
 Consecutive reserved slots are exactly ``T = (1 s + δ) / R`` apart on one clock, whichever replicas
-reserve them, so any ``R + 1`` of them span ``1 s + δ``. The replica sleeps ``wait`` (no polling) and
-sends; if it wakes later than ``late_guard`` after its slot (a stalled event loop), it does not send on
-that slot but asks again, so what reaches the upstream keeps the spacing minus at most the guard.
+reserve them, so any ``R + 1`` of them span ``1 s + δ``. The replica turns the slot into a local moment
+with its estimate of Redis's clock (`proxy.admission.redis_clock`), so the jitter of each reply does not
+move it; ``lead`` (the slowest recent round trip) makes the reply arrive before the slot. A reply that
+arrives after its slot, or a replica that wakes later than ``late_guard`` after it, does not send on that
+slot but asks again, so what reaches the upstream keeps the spacing minus at most the guard.
 
 Keys carry a hash tag on the AccessKey id, so the same code runs on a Redis Cluster. A Redis that
-refuses scripts is detected by `probe` at start-up.
+refuses scripts is detected by `probe` at start-up. Every Redis failure (down, slow, no cluster node
+reachable, scripts refused) is raised as `BudgetUnavailable`, a `RedisUnavailable`, through the one seam
+(`proxy.redis_clients.redis_call`).
 """
 
 from __future__ import annotations
@@ -23,36 +28,44 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-from redis.exceptions import RedisError
-
-from proxy.redis_clients import RedisClient
+from proxy.redis_clients import RedisClient, RedisUnavailable, redis_call
 
 RESERVE_SCRIPT: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local interval = tonumber(ARGV[1])
-local slot = math.max(tat, now)
+local slot = math.max(tat, now + tonumber(ARGV[3] or '0'))
 local wait = slot - now
 if wait > tonumber(ARGV[2]) then
-  return {0, wait}
+  return {0, wait, t[1], t[2]}
 end
 redis.call('SET', KEYS[1], string.format('%.0f', slot + interval), 'PX', math.ceil((wait + interval) / 1000) + 1000)
-return {1, wait}
+return {1, wait, t[1], t[2]}
 """
+
+#: A clock sample: Redis's TIME (seconds, microseconds).
+TIME_SCRIPT: Final = "return redis.call('TIME')"
 
 #: Commands one admission costs in Redis (documented in docs/architecture.md).
 COMMANDS_PER_ADMISSION: Final = 3
 
 
-class BudgetUnavailable(Exception):
+class BudgetUnavailable(RedisUnavailable):
     """Redis did not answer (or refuses scripts): the caller falls back to its local share."""
 
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
     granted: bool
+    #: From Redis's now to the slot (or, refused, to the next free slot), seconds.
     wait_s: float
+    #: Redis's TIME when it decided, seconds since the epoch: the slot is at ``redis_now + wait_s`` on Redis's clock.
+    redis_now: float = 0.0
+
+    @property
+    def slot(self) -> float:
+        return self.redis_now + self.wait_s
 
 
 def budget_key(access_key_id: str, action: str) -> str:
@@ -64,21 +77,26 @@ class RedisBudget:
         self._client = client
         self._access_key_id = access_key_id
         self._script: Any = client.register_script(RESERVE_SCRIPT)
+        self._time: Any = client.register_script(TIME_SCRIPT)
 
     async def probe(self) -> None:
         """Raise `BudgetUnavailable` if the server cannot run the script (down, or scripts disabled)."""
-        try:
-            await self._client.script_load(RESERVE_SCRIPT)
-        except (RedisError, OSError) as exc:
-            raise BudgetUnavailable(f"Redis cannot run the budget script: {exc}") from exc
+        await redis_call(self._client.script_load(RESERVE_SCRIPT), "budget script load (scripts disabled?)",
+                         into=BudgetUnavailable)
 
-    async def reserve(self, action: str, interval_s: float, max_wait_s: float) -> Reservation:
-        """Reserve the next shared slot for ``action`` if it comes within ``max_wait_s``."""
+    async def reserve(self, action: str, interval_s: float, max_wait_s: float, lead_s: float = 0.0) -> Reservation:
+        """Reserve the next shared slot for ``action`` if it comes within ``max_wait_s``, and no sooner than
+        ``lead_s`` after Redis's now (so the reply can arrive before the slot)."""
         interval_us = max(1, math.ceil(interval_s * 1_000_000))
         max_wait_us = max(0, math.floor(max_wait_s * 1_000_000))
-        try:
-            granted, wait_us = await self._script(keys=[budget_key(self._access_key_id, action)],
-                                                  args=[interval_us, max_wait_us])
-        except (RedisError, OSError) as exc:
-            raise BudgetUnavailable(f"Redis budget unavailable: {type(exc).__name__}: {exc}") from exc
-        return Reservation(bool(int(granted)), int(wait_us) / 1_000_000)
+        lead_us = max(0, math.ceil(lead_s * 1_000_000))
+        granted, wait_us, seconds, micros = await redis_call(
+            self._script(keys=[budget_key(self._access_key_id, action)], args=[interval_us, max_wait_us, lead_us]),
+            "budget reserve", into=BudgetUnavailable)
+        return Reservation(bool(int(granted)), int(wait_us) / 1_000_000, int(seconds) + int(micros) / 1_000_000)
+
+    async def redis_time(self) -> float:
+        """Redis's TIME in seconds (a clock sample, routed like the budget key so a cluster asks its node)."""
+        seconds, micros = await redis_call(self._time(keys=[budget_key(self._access_key_id, "clock")]),
+                                           "budget clock", into=BudgetUnavailable)
+        return int(seconds) + int(micros) / 1_000_000

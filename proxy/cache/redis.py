@@ -25,8 +25,13 @@ Guarantees:
 
 * Expiry is Redis's own: the TTL is rounded up to whole milliseconds (at least 1 ms), so an entry lives at
   least as long as asked and ``get`` never returns it after Redis expires it.
-* Every failure to talk to Redis (``RedisError``, ``OSError``, timeouts) is raised as `CacheError` from the
-  original exception, at one seam (`_translated`). Nothing is swallowed and no value is made up.
+* Every failure to talk to Redis (``RedisError``, ``RedisClusterException``, ``OSError``, timeouts) is raised
+  as `RedisCacheError` (a `CacheError` and a `proxy.redis_clients.RedisUnavailable`) from the original
+  exception, at the one seam (`_translated`, over `proxy.redis_clients.translating`). Nothing is swallowed and
+  no value is made up.
+* No ``get`` waits forever: whatever ends a batch (a reply, a Redis failure, an unexpected error, a
+  cancellation), every caller of the batch gets its entry or a `CacheError`. With ``timeout``, each operation
+  (a batch included) is also bounded on top of the client's own socket timeouts (a cluster client retries).
 * A stored value this module cannot read (another magic/version, truncated, bad content type) is a miss, not an
   error: ``get`` returns None, and the next ``set`` overwrites it. This lets a newer format roll out without
   failing requests; such keys are not deleted on read.
@@ -46,10 +51,9 @@ from typing import Final
 
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
 from proxy.cache.base import CacheError, Entry
-from proxy.redis_clients import RedisClient
+from proxy.redis_clients import RedisClient, RedisUnavailable, translating
 
 MAX_BATCH: Final = 512
 #: Keys whose last read value is kept with its unpacked `Entry` (see `RedisCache._entry`).
@@ -93,13 +97,26 @@ def ttl_ms(ttl: float) -> int:
     return max(1, math.ceil(round(ttl * 1000, 6)))  # round first: 0.07 * 1000 is 70.00000000000001, not 71 ms
 
 
+class RedisCacheError(CacheError, RedisUnavailable):
+    """The Redis cache could not reach Redis: a `CacheError` to the cache's callers, a `RedisUnavailable`
+    to the rest (``__cause__`` is redis-py's exception)."""
+
+
 @contextmanager
 def _translated(operation: str) -> Iterator[None]:
-    """The one place Redis client failures become `CacheError`."""
-    try:
+    """Where Redis client failures become `RedisCacheError`: the shared seam, with the cache's type."""
+    with translating(operation, into=RedisCacheError):
         yield
-    except (RedisError, OSError) as exc:  # OSError covers TimeoutError, which asyncio.TimeoutError is (3.11+)
-        raise CacheError(f"redis {operation} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _fail(batch: dict[str, list[asyncio.Future[Entry | None]]], error: CacheError) -> None:
+    """Every caller of ``batch`` still waiting gets its own copy of ``error`` (one exception per caller)."""
+    for futures in batch.values():
+        for future in futures:
+            if not future.done():
+                copy = RedisCacheError(str(error))
+                copy.__cause__ = error.__cause__
+                future.set_exception(copy)
 
 
 class RedisCache:
@@ -110,11 +127,13 @@ class RedisCache:
 
     name = "redis"
 
-    def __init__(self, client: RedisClient, prefix: str = "cams:c:") -> None:
+    def __init__(self, client: RedisClient, prefix: str = "cams:c:", *, timeout: float | None = None) -> None:
+        """``timeout``: seconds any one operation may take in all (None: only the client's own timeouts)."""
         if client.get_encoder().decode_responses:
             raise ValueError("RedisCache needs a client with decode_responses=False")
         self.client = client
         self.prefix = prefix
+        self.timeout = timeout
         self._pending: dict[str, list[asyncio.Future[Entry | None]]] = {}
         self._decoded: dict[str, tuple[bytes, Entry]] = {}
         self._flush_scheduled = False
@@ -174,31 +193,36 @@ class RedisCache:
             task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: dict[str, list[asyncio.Future[Entry | None]]]) -> None:
+        """One ``MGET`` for ``batch``; resolves every future of the batch, whatever happens (see `_fail`)."""
         keys = list(batch)
+        failure: CacheError = RedisCacheError("redis MGET ended without an answer")
         try:
             with _translated("MGET"):
-                if isinstance(self.client, RedisCluster):
-                    values = await self.client.mget_nonatomic(keys)
-                else:
-                    values = await self.client.mget(keys)
-        except CacheError as exc:
-            for futures in batch.values():
-                for future in futures:
+                async with asyncio.timeout(self.timeout):
+                    if isinstance(self.client, RedisCluster):
+                        values = await self.client.mget_nonatomic(keys)
+                    else:
+                        values = await self.client.mget(keys)
+            for key, value in zip(keys, values, strict=True):
+                entry = self._entry(key, value) if isinstance(value, bytes) else None
+                for future in batch[key]:
                     if not future.done():
-                        error = CacheError(str(exc))  # one exception object per caller
-                        error.__cause__ = exc.__cause__
-                        future.set_exception(error)
-            return
-        for key, value in zip(keys, values, strict=True):
-            entry = self._entry(key, value) if isinstance(value, bytes) else None
-            for future in batch[key]:
-                if not future.done():
-                    future.set_result(entry)
+                        future.set_result(entry)
+        except CacheError as exc:
+            failure = exc
+        except asyncio.CancelledError:
+            failure = RedisCacheError("redis MGET cancelled before it answered")
+            raise
+        except Exception as exc:  # not a Redis failure (a bug, an odd reply): the callers still get an answer
+            failure = RedisCacheError(f"redis MGET failed unexpectedly: {type(exc).__name__}: {exc}")
+            failure.__cause__ = exc
+        finally:
+            _fail(batch, failure)
 
     async def get_with_ttl(self, key: str) -> tuple[Entry, float] | None:
         """The live entry and the seconds it has left, in one round trip (GET + PTTL). Raises `CacheError`."""
         with _translated("GET+PTTL"):
-            async with self.client.pipeline(transaction=False) as pipe:
+            async with asyncio.timeout(self.timeout), self.client.pipeline(transaction=False) as pipe:
                 pipe.get(self.key(key))
                 pipe.pttl(self.key(key))
                 value, pttl = await pipe.execute()
@@ -211,12 +235,14 @@ class RedisCache:
         """Store ``entry`` for ``ttl`` seconds (rounded up to whole ms), replacing any value. Raises `CacheError`."""
         value, px = pack_entry(entry), ttl_ms(ttl)
         with _translated("SET"):
-            await self.client.set(self.key(key), value, px=px)
+            async with asyncio.timeout(self.timeout):
+                await self.client.set(self.key(key), value, px=px)
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; True if a live entry was removed. Raises `CacheError`."""
         with _translated("DEL"):
-            removed = await self.client.delete(self.key(key))
+            async with asyncio.timeout(self.timeout):
+                removed = await self.client.delete(self.key(key))
         return removed > 0
 
     async def close(self) -> None:

@@ -4,7 +4,8 @@ Two backends with one shape: `MemoryTagIndex` for a single process, `RedisTagInd
 replica (one Redis set per tag; a store costs one pipelined round trip; a purge reads the sets it
 names, never ``SCAN``). Purged keys stay in their sets (deleting them again is a no-op). Sets expire
 ``retention`` after their last addition, at least the longest cache TTL, so a set outlives every
-entry it names.
+entry it names. `RedisTagIndex` raises every Redis failure as a `CacheError` (`RedisCacheError`, through
+the one seam in `proxy.redis_clients`), and fails at once while the breaker says Redis is down.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
-
-from proxy.cache.base import CacheError
-from proxy.redis_clients import RedisClient
+from proxy.cache.redis import RedisCacheError
+from proxy.redis_clients import RedisClient, translating
 
 
 class TagIndex(Protocol):
@@ -91,13 +90,11 @@ class RedisTagIndex:
 
     async def _run(self, operation: str, build: Callable[[Any], None]) -> list[Any]:
         if not self._healthy():  # the breaker is open: fail at once rather than wait out a timeout
-            raise CacheError(f"redis {operation} skipped: redis marked down")
-        try:
+            raise RedisCacheError(f"redis {operation} skipped: redis marked down")
+        with translating(operation, into=RedisCacheError):
             async with self._client.pipeline(transaction=False) as pipe:
                 build(pipe)
                 return list(await pipe.execute())
-        except (RedisError, OSError) as exc:
-            raise CacheError(f"redis {operation} failed: {type(exc).__name__}: {exc}") from exc
 
     async def add(self, key: str, tags: Iterable[str]) -> None:
         names = [self._tag(name) for name in tags]

@@ -4,7 +4,8 @@
   capped at ``l1_max_ttl``. So an L1 entry never outlives its Redis entry.
 * ``set`` / ``delete``: L2 first, then L1, then a notice on the bus; every other replica drops that
   key from its L1 and reads the new value from L2 on its next hit.
-* Redis unreachable (`CacheError` from L2): ``get`` answers from L1 alone and ``set`` stores in L1
+* Redis unreachable (`CacheError` from L2: every Redis failure, a cluster with no reachable node included,
+  arrives as one through the seam in `proxy.redis_clients`): ``get`` answers from L1 alone and ``set`` stores in L1
   alone; ``on_redis_failure`` is told (it opens the breaker), so only the first request pays the Redis
   timeout. Only the budget's coordinator closes the breaker again (after a probe): this cache never
   does, so the rejoin rules hold.

@@ -18,6 +18,7 @@ most `MAX_BODY_BYTES`; over them, a JSON 4xx in the upstream's shape.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from aiohttp import web
 from multidict import istr
 
 from proxy.actions import ACTIONS, ActionSpec
+from proxy.admission.host import HostBudget
 from proxy.admission.queue import UpstreamQueue
 from proxy.cache import Cache, CacheError, Entry, MemoryCache
 from proxy.cache.tagindex import MemoryTagIndex, RedisTagIndex, TagIndex
@@ -44,7 +46,7 @@ from proxy.refresh import RefreshAhead, RefreshPlan, RefreshPolicy
 from proxy.replicas import ReplicaKit
 from proxy.tasks import TaskOwner
 from proxy.tenants import ANONYMOUS, TenantDirectory, TenantResolver, header_label, query_label
-from proxy.upstream.client import UpstreamClient, create_session
+from proxy.upstream.client import UpstreamClient
 from proxy.web.admin import PURGER, AdminRoutes
 from proxy.web.calls import deadline_seconds as request_deadline
 from proxy.web.calls import parse_call, priority_of
@@ -91,7 +93,6 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[CREDENTIALS] = source
     owner = TaskOwner("fills")
     owner.spawn(source.run(), name="credentials")
-    session = create_session(connect_timeout=settings.upstream_connect_timeout_s)
     margin = settings.spacing_margin_ms / 1000.0
     memory = MemoryCache(max_entries=settings.memory_max_entries, max_bytes=settings.memory_max_bytes)
     kit: ReplicaKit | None = None
@@ -104,11 +105,16 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         cache = kit.cache
         await kit.start(owner)
     app[REPLICA_KIT] = kit
-    client = UpstreamClient(session, settings.upstream, source.current, timeout=settings.upstream_timeout_s)
+    host = None if kit else HostBudget.for_worker(settings.workers, margin, os.environ)  # --workers, no Redis
+    if host is not None:
+        owner.spawn(host.run(), name="host-budget")
+    client = UpstreamClient(settings.upstream, source.current, timeout=settings.upstream_timeout_s,
+                            connect_timeout=settings.upstream_connect_timeout_s,
+                            keepalive_s=settings.upstream_keepalive_s, ca_file=settings.upstream_ca_file)
     queues = {
         name: UpstreamQueue(name, settings.local_cap(name), margin, settings.queue_bound(name),
-                            coordinator=kit.coordinator if kit else None, weight=app[DIRECTORY].weight,
-                            shadow=settings.budget_mode == "shadow")
+                            coordinator=kit.coordinator if kit else host, weight=app[DIRECTORY].weight,
+                            shadow=settings.budget_mode == "shadow", connections=client)
         for name in ACTIONS
     }
     app[QUEUES] = queues
@@ -142,7 +148,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await kit.close()
         else:
             await cache.close()
-        await session.close()
+        await client.close()
 
 
 class CallHandler:

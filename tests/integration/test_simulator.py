@@ -41,7 +41,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 def client_for(sim: TestServer, session: aiohttp.ClientSession, credentials: Credentials = DEMO,
                timeout: float = 5.0) -> UpstreamClient:
-    return UpstreamClient(session, str(sim.make_url("/")), lambda: credentials, timeout=timeout)
+    return UpstreamClient(str(sim.make_url("/")), lambda: credentials, timeout=timeout)
 
 
 async def stats(sim: TestServer, session: aiohttp.ClientSession) -> dict[str, Any]:

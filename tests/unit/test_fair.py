@@ -91,3 +91,16 @@ def test_every_pushed_item_is_popped_once_unless_removed(ops: list[tuple[str, Pr
     assert sorted(popped) == sorted(kept) and len(queue) == 0
     by_priority = [next(p for n, (_, p, _) in enumerate(ops) if n == item) for item in popped]
     assert by_priority == sorted(by_priority)  # never a lower tier before a higher one
+
+
+def test_promote_moves_an_item_up_a_tier_and_never_down() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for i in range(3):
+        queue.push(f"busy-{i}", "busy")
+    queue.push("flight", "quiet", Priority.WARM)
+    assert not queue.promote("flight", "quiet", Priority.WARM)  # no gain
+    assert queue.promote("flight", "quiet", Priority.INTERACTIVE)
+    assert not queue.promote("flight", "quiet", Priority.WARM)  # never demoted
+    served = [queue.pop() for _ in range(4)]
+    assert served.index("flight") <= 1  # DRR: the quiet tenant's turn comes right after one busy call
+    assert not queue.promote("gone", "quiet", Priority.INTERACTIVE)
