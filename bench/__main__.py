@@ -11,14 +11,16 @@
 3. where a hit's time goes: a short wrk run against a memory-cache and a Redis-only gateway under cProfile;
 4. miss path: 100 template and 150 WABA misses at once through one gateway in front of the
    simulator, then the same through three gateway replicas sharing one redis-server (round-robin),
-   and how close the upstream call rate runs to the caps (5/s, 10/s) without throttling.
+   and how close the upstream call rate runs to the caps (5/s, 10/s) without throttling; then both
+   again under a WAN profile (`bench.wan`: HTTPS upstream and Redis through network stand-ins, δ 40 ms;
+   ``BENCH_QUICK=1 .venv/bin/python -m bench.wan`` runs only those rows).
 
 Everything listens on 127.0.0.1 on free ports; every process started is stopped at the end, on
 errors too. Numbers are ratios measured in one run on one machine; absolute figures are for
-orientation only. The whole run takes about four minutes.
+orientation only. The whole run takes about four minutes (the WAN miss-path rows add about one).
 
 ``BENCH_QUICK=1`` shortens everything (3 rounds of 2 s, 1 s warm-ups, 2 s profiles, 20 + 30
-misses) to check the harness in well under a minute and a half; it writes its report to
+misses) to check the harness in well under two minutes (the WAN rows alone: half a minute); it writes its report to
 ``$TMPDIR/cams-bench-quick.md``, never to ``docs/benchmarks.md``, and its numbers are not for reading.
 """
 
@@ -47,8 +49,9 @@ from typing import Final
 
 import aiohttp
 
+from bench import wan
 from bench.hotspots import Hotspots, analyse
-from bench.miss import ActionResult, run_misses
+from bench.miss import MISS_GATEWAY_FLAGS, TARGET_UTILISATION, MissRun, run_misses
 from bench.procs import ROOT, Proc, Procs, cpu_seconds, machine_cpu_seconds, redis_commands, tree_cpu_seconds
 from bench.signing import SigningResult, run_signing
 from bench.signing import section as signing_section
@@ -59,9 +62,6 @@ HIT_PATH: Final = ("/v1/GetChatappTemplateDetail?CustSpaceId=28251486512358&Lang
                    "&TemplateCode=744c4b5c79c9432497a075bdfca36bf5")
 #: Longer than the whole run, so no entry can expire between rounds (the default is 300 s).
 HIT_GATEWAY_FLAGS: Final = ("--ttl", "GetChatappTemplateDetail=3600")
-MISS_GATEWAY_FLAGS: Final = ("--deadline-s", "60", "--upstream-timeout-s", "8",
-                             "--queue-bound", "GetChatappTemplateDetail=1000", "--queue-bound",
-                             "QueryChatappBindWaba=1000")
 WRK_THREADS: Final = 1
 WRK_CONNECTIONS: Final = 64
 ROUNDS: Final = 3 if QUICK else 6
@@ -76,7 +76,6 @@ WORKERS: Final = 2
 REPLICAS: Final = 3
 #: Consecutive `X-Cache: HIT` answers (each on a new connection) before a ``--workers`` gateway counts as warm.
 WARM_HITS: Final = 20
-TARGET_UTILISATION: Final = 0.95
 #: A round where everything else on the machine took this share of a core or more is flagged in the report.
 BUSY_MACHINE: Final = 0.25
 #: Bare aiohttp's CPU per request varying by this factor across rounds is flagged: the machine's speed changed.
@@ -511,25 +510,11 @@ def hot_spots(procs: Procs, simulator: Proc, workdir: Path, target: str, redis_u
 # ---------------------------------------------------------------------------------- miss path
 
 
-@dataclass(frozen=True)
-class MissRun:
-    replicas: int
-    results: list[ActionResult]
-    commands: list[str]
-
-    def met(self, r: ActionResult) -> bool:
-        return r.utilisation >= TARGET_UTILISATION and r.throttled == 0 and r.max_in_any_1s <= r.cap
-
-    @property
-    def all_met(self) -> bool:
-        return all(self.met(r) for r in self.results)
-
-
 def miss_path(procs: Procs, simulator: Proc) -> MissRun:
     gateway = procs.gateway("gateway-miss", simulator.url, extra=MISS_GATEWAY_FLAGS)
     results = run_misses(gateway.url, simulator.url, templates=TEMPLATE_MISSES, wabas=WABA_MISSES)
     procs.stop(gateway)
-    return MissRun(1, results, [gateway.command])
+    return MissRun(1, results, [gateway.command], "loopback, 1 gateway")
 
 
 def miss_path_replicas(procs: Procs, simulator: Proc) -> MissRun:
@@ -540,7 +525,8 @@ def miss_path_replicas(procs: Procs, simulator: Proc) -> MissRun:
     results = run_misses([g.url for g in gateways], simulator.url, templates=TEMPLATE_MISSES, wabas=WABA_MISSES)
     for proc in (*reversed(gateways), redis):
         procs.stop(proc)
-    return MissRun(REPLICAS, results, [redis.command, *(g.command for g in gateways)])
+    return MissRun(REPLICAS, results, [redis.command, *(g.command for g in gateways)],
+                   f"loopback, {REPLICAS} replicas sharing Redis")
 
 
 # ----------------------------------------------------------------------------------- the report
@@ -687,23 +673,7 @@ def hotspot_section(memory: Profiled, shared: Profiled) -> list[str]:
     return lines
 
 
-def _miss_table(run: MissRun) -> list[str]:
-    lines = [
-        f"| action | misses sent{' (per replica)' if run.replicas > 1 else ''} | upstream calls | throttled | "
-        "max in any 1 s / cap | span first→last | calls/s | utilisation | target met | last answer after | "
-        "answers |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: | --- |",
-    ]
-    for r in run.results:
-        answers = ", ".join(f"{code or '?'} {n}" for code, n in r.answers.items())
-        sent = f"{r.sent} ({' + '.join(map(str, r.per_gateway))})" if run.replicas > 1 else str(r.sent)
-        lines.append(f"| `{r.action}` | {sent} | {r.upstream_calls} | {r.throttled} | {r.max_in_any_1s} / {r.cap} | "
-                     f"{r.span_s:.2f} s | {r.calls_per_s:.2f} | {r.utilisation:.3f} | {_met(run.met(r))} | "
-                     f"{r.wall_s:.2f} s | {answers} |")
-    return lines
-
-
-def miss_section(single: MissRun, replicas: MissRun) -> list[str]:
+def miss_section(single: MissRun, replicas: MissRun, wan_runs: Sequence[MissRun]) -> list[str]:
     return [
         "## Miss path",
         "",
@@ -718,25 +688,23 @@ def miss_section(single: MissRun, replicas: MissRun) -> list[str]:
         "arrivals' within the ±20 ms jitter at each end); utilisation = calls/s / cap. Target: utilisation "
         f"≥ {TARGET_UTILISATION}, 0 throttled and `max_in_any_1s` ≤ cap.",
         "",
-        "### One gateway",
+        "*One gateway*: a fresh memory-cache gateway; its per-process queue spaces the calls. "
+        f"*{replicas.replicas} replicas*: a fresh redis-server and {replicas.replicas} fresh gateways with "
+        f"`--redis-url` and the same flags; the client sends each action's misses round-robin over the "
+        f"{replicas.replicas} (the i-th to replica i mod {replicas.replicas}), all at once. The replicas share the "
+        "budget in Redis (one GCRA slot per call, decided on the Redis server's clock), so together they must keep "
+        "to the one cap.",
         "",
-        "A fresh memory-cache gateway; its per-process queue spaces the calls.",
+        wan.profile_text(replicas.replicas),
         "",
-        *_miss_table(single),
+        *wan.miss_table([single, replicas, *wan_runs]),
         "",
-        f"### {replicas.replicas} replicas sharing one Redis",
-        "",
-        f"A fresh redis-server and {replicas.replicas} fresh gateways with `--redis-url` and the same flags; the "
-        f"client sends each action's misses round-robin over the {replicas.replicas} (the i-th to replica i mod "
-        f"{replicas.replicas}), all at once. The replicas share the budget in Redis (one GCRA slot per call, "
-        "decided on the Redis server's clock), so together they must keep to the one cap.",
-        "",
-        *_miss_table(replicas),
-        "",
+        *([wan.notes_text(wan_runs), ""] if wan_runs else []),
     ]
 
 
-def reading(run: HitRun, profiles: dict[str, Profiled], single: MissRun, replicas: MissRun) -> list[str]:
+def reading(run: HitRun, profiles: dict[str, Profiled], single: MissRun, replicas: MissRun,
+            wan_runs: Sequence[MissRun]) -> list[str]:
     spots = profiles["memory"].spots
     redis_py = profiles["redis-only"].spots.find("execute_command")
     redis_only_commands = run.median("redis-only", "redis_commands_per_request")
@@ -841,13 +809,13 @@ def reading(run: HitRun, profiles: dict[str, Profiled], single: MissRun, replica
         "The ceiling by design is 1 / (1 + δ) = 0.980 with the default 20 ms spacing margin δ, for the per-process "
         "queue and the shared Redis budget alike. A figure can sit a little above it because the span is measured "
         "on the client's answers (±20 ms of simulated jitter at each end), and below it by timer slack in the grant "
-        "loop and, with replicas, a Redis round trip per grant."
+        "loop and, with replicas, a Redis round trip per grant. " + wan.reading_text(wan_runs)
     )
     return ["## Reading", "", *hit, "", miss, ""]
 
 
 def commands_section(hit: HitRun, profiles: dict[str, Profiled], single: MissRun, replicas: MissRun,
-                     simulator: str) -> list[str]:
+                     wan_runs: Sequence[MissRun], simulator: str) -> list[str]:
     return [
         "## Commands",
         "",
@@ -867,14 +835,15 @@ def commands_section(hit: HitRun, profiles: dict[str, Profiled], single: MissRun
         *single.commands,
         f"# miss path, {replicas.replicas} replicas sharing a redis-server",
         *replicas.commands,
+        *(line for run in wan_runs for line in (f"# miss path, {run.label} (bench/wan.py)", *run.commands)),
         "```",
         "",
     ]
 
 
 def report(started: datetime, elapsed: float, load: tuple[float, float], signing: SigningResult, hit: HitRun,
-           profiles: dict[str, Profiled], single: MissRun, replicas: MissRun, simulator: str,
-           source: tuple[Source, Source], extra: Sequence[str] = ()) -> str:
+           profiles: dict[str, Profiled], single: MissRun, replicas: MissRun, wan_runs: Sequence[MissRun],
+           simulator: str, source: tuple[Source, Source], extra: Sequence[str] = ()) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -887,13 +856,13 @@ def report(started: datetime, elapsed: float, load: tuple[float, float], signing
         "| --- | --- |",
         *(f"| {name} | {value} |" for name, value in machine(source_row(*source))),
         "",
-        *reading(hit, profiles, single, replicas),
+        *reading(hit, profiles, single, replicas, wan_runs),
         *hit_section(hit),
-        *miss_section(single, replicas),
+        *miss_section(single, replicas, wan_runs),
         *extra,
         *hotspot_section(profiles["memory"], profiles["redis-only"]),
         *signing_section(signing),
-        *commands_section(hit, profiles, single, replicas, simulator),
+        *commands_section(hit, profiles, single, replicas, wan_runs, simulator),
     ]
     warnings = []
     if QUICK:
@@ -909,7 +878,8 @@ def report(started: datetime, elapsed: float, load: tuple[float, float], signing
     return "\n".join(lines)
 
 
-def summary(hit: HitRun, single: MissRun, replicas: MissRun, signing: SigningResult) -> str:
+def summary(hit: HitRun, single: MissRun, replicas: MissRun, wan_runs: Sequence[MissRun],
+            signing: SigningResult) -> str:
     rows = [f"{'target':<38}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}  target"]
     for target in TARGETS:
         wanted = TARGET_RATIOS.get(target)
@@ -924,6 +894,7 @@ def summary(hit: HitRun, single: MissRun, replicas: MissRun, signing: SigningRes
             rows.append(f"  {r.action:<26} {r.upstream_calls} calls, {r.calls_per_s:.2f}/s of cap {r.cap} = "
                         f"{r.utilisation:.3f}, throttled {r.throttled}, max_in_any_1s {r.max_in_any_1s}: "
                         f"{'met' if run.met(r) else 'NOT MET'}")
+    rows += ["", wan.summary(wan_runs)]
     rows.append(f"signing: ours {signing.ours_per_s:,.0f}/s, SDK {signing.sdk_per_s:,.0f}/s ({signing.ratio:.2f}x)")
     return "\n".join(rows)
 
@@ -988,6 +959,7 @@ def main() -> None:
             print(f"miss path, {REPLICAS} replicas sharing Redis ({TEMPLATE_MISSES} + {WABA_MISSES} misses at "
                   "once) ...", flush=True)
             replicas = miss_path_replicas(procs, simulator)
+            wan_runs = wan.run_wan(procs, simulator, templates=TEMPLATE_MISSES, wabas=WABA_MISSES)
             simulator_command = simulator.command
             extra = later_benchmarks(procs, Path(tmp), hit, single)
         except BaseException:
@@ -1000,13 +972,13 @@ def main() -> None:
             raise
     source_after = source_state(source_before.files)
     text = report(started, time.monotonic() - clock, (load_before, os.getloadavg()[0]), signing, hit, profiles,
-                  single, replicas, simulator_command, (source_before, source_after), extra)
+                  single, replicas, wan_runs, simulator_command, (source_before, source_after), extra)
     if source_after.digest != source_before.digest:
         print("WARNING: the code on disk changed during the run; docs say so", file=sys.stderr)
     out = Path(tempfile.gettempdir()) / "cams-bench-quick.md" if QUICK else ROOT / "docs" / "benchmarks.md"
     out.write_text(text)
     print()
-    print(summary(hit, single, replicas, signing))
+    print(summary(hit, single, replicas, wan_runs, signing))
     print(f"\nwrote {out}")
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,11 @@ from proxy.simulator.fixtures import load_document
 
 TEMPLATE: str = "GetChatappTemplateDetail"
 WABA: str = "QueryChatappBindWaba"
+#: Every miss-path gateway's flags beyond ``--upstream`` (and ``--redis-url`` for replicas): room for the backlog.
+MISS_GATEWAY_FLAGS: tuple[str, ...] = ("--deadline-s", "60", "--upstream-timeout-s", "8", "--queue-bound",
+                                       "GetChatappTemplateDetail=1000", "--queue-bound", "QueryChatappBindWaba=1000")
+#: The least share of the cap a backlog must reach (with 0 throttled and never above the cap in any second).
+TARGET_UTILISATION: float = 0.95
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,8 @@ class ActionResult:
     per_gateway: list[int] = field(default_factory=list)
     #: When each upstream-bound miss was answered (monotonic seconds): one per upstream call, for the plot.
     call_times: list[float] = field(default_factory=list)
+    #: When each upstream call arrived in front of the simulator (`bench.tap`; empty when not tapped).
+    arrivals: list[float] = field(default_factory=list)
 
     @property
     def calls_per_s(self) -> float:
@@ -69,6 +76,38 @@ class ActionResult:
     @property
     def utilisation(self) -> float:
         return self.calls_per_s / self.cap
+
+    @property
+    def arrival_utilisation(self) -> float | None:
+        """(arrivals − 1) / (last arrival − first) / cap, from the tap's stamps; None when not tapped."""
+        if len(self.arrivals) < 2 or self.arrivals[-1] <= self.arrivals[0]:
+            return None
+        return (len(self.arrivals) - 1) / (self.arrivals[-1] - self.arrivals[0]) / self.cap
+
+    @property
+    def measured_utilisation(self) -> float:
+        """The arrivals' utilisation when tapped, else the answers' (`utilisation`)."""
+        tapped = self.arrival_utilisation
+        return self.utilisation if tapped is None else tapped
+
+
+@dataclass(frozen=True)
+class MissRun:
+    """One miss-path run: ``replicas`` gateways, each action's result, the command lines, and the row label."""
+
+    replicas: int
+    results: list[ActionResult]
+    commands: list[str]
+    label: str = ""
+    #: Observations for the report beyond the results (what went through each network stand-in).
+    notes: tuple[str, ...] = ()
+
+    def met(self, r: ActionResult) -> bool:
+        return r.measured_utilisation >= TARGET_UTILISATION and r.throttled == 0 and r.max_in_any_1s <= r.cap
+
+    @property
+    def all_met(self) -> bool:
+        return all(self.met(r) for r in self.results)
 
 
 def template_queries(count: int) -> list[dict[str, str]]:
@@ -172,10 +211,14 @@ def summarise(action: str, samples: list[Sample], stats: dict[str, Any], began: 
     )
 
 
-def run_misses(gateways: str | Sequence[str], simulator: str, *, templates: int = 100,
-               wabas: int = 150) -> list[ActionResult]:
-    """``gateways``: one base URL, or several replicas' (each action's misses spread round-robin)."""
+def run_misses(gateways: str | Sequence[str], simulator: str, *, templates: int = 100, wabas: int = 150,
+               arrivals: Callable[[str], list[float]] | None = None) -> list[ActionResult]:
+    """``gateways``: one base URL, or several replicas' (each action's misses spread round-robin). ``arrivals``:
+    when each call of an action arrived in front of the simulator (`bench.tap.ArrivalTap.arrivals`), if tapped."""
     urls = [gateways] if isinstance(gateways, str) else list(gateways)
     samples, stats, _wall = asyncio.run(_run(urls, simulator, templates, wabas))
     began = min(s.sent for s in samples)
-    return [summarise(action, samples, stats, began, len(urls)) for action in (TEMPLATE, WABA)]
+    results = [summarise(action, samples, stats, began, len(urls)) for action in (TEMPLATE, WABA)]
+    for result in results:
+        result.arrivals = [at for at in arrivals(result.action) if at >= began] if arrivals else []
+    return results

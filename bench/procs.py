@@ -4,13 +4,16 @@ Every helper returns a `Proc` that remembers its exact command line (for ``docs/
 its log file; `Procs` is a context manager that stops everything it started, in reverse order, even
 when a benchmark fails. Readiness is detected by polling (``/healthz``, ``/__sim/health``, a Redis
 ``PING``), not by parsing logs: the gateway runs at ``--log-level warning`` so that no per-request
-log line costs throughput, and then its "gateway ready" line is not printed at all.
+log line costs throughput, and then its "gateway ready" line is not printed at all. The one exception is the
+network stand-in (`Procs.netem`): it picks its own ports (``--port 0``) and says them only in its ready line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -36,6 +39,10 @@ GATEWAY_ENV: Final = {
 #: Variables that would change how a child behaves (or route loopback traffic through a proxy).
 SCRUBBED_ENV: Final = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy",
                        "LOG_LEVEL", "LOG_FORMAT", "REDIS_URL", "CAMS_ENDPOINT")
+
+
+#: Fields of the stand-in's ready line (``netem listening listening=HOST:PORT url=http://ADMIN/ ca=PATH ...``).
+NETEM_FIELD: Final = re.compile(r"(?:^|\s)(listening|url|ca)=(\S+)")
 
 
 class StartError(RuntimeError):
@@ -101,6 +108,36 @@ class Proc:
                     self.popen.wait()
                 return False
         return True
+
+
+@dataclass
+class Netem:
+    """A running network stand-in (``cams-proxy netem``, docs/netem.md): ``listen`` is ``HOST:PORT`` for clients,
+    ``proc.url`` its operator endpoints (``/__net/...``), ``ca`` the CA file to trust when it terminates TLS."""
+
+    proc: Proc
+    listen: str
+    ca: Path | None
+
+    @property
+    def command(self) -> str:
+        return self.proc.command
+
+    def stats(self) -> dict[str, object]:
+        """``GET /__net/stats``: connections accepted, idle-closed, bytes each way, the profile."""
+        with urllib.request.urlopen(f"{self.proc.url}/__net/stats", timeout=5.0) as response:
+            stats: dict[str, object] = json.loads(response.read())
+        return stats
+
+
+def netem_ready(text: str) -> dict[str, str] | None:
+    """The ``listening``, ``url`` and (with a generated CA) ``ca`` fields of the first ready line in a log."""
+    for line in text.splitlines():
+        if "netem listening" in line:
+            fields = dict(NETEM_FIELD.findall(line))
+            if "listening" in fields and "url" in fields:
+                return fields
+    return None
 
 
 def _spawn(name: str, argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -220,6 +257,38 @@ class Procs:
         url = f"http://{HOST}:{port}"
         return self._start(name, argv, url, port, lambda: http_ok(f"{url}/healthz"),
                            env={**GATEWAY_ENV, **(env or {})})
+
+    def netem(self, name: str, target: str, *, tls: bool = False, handshake_ms: float = 0.0,
+              latency_ms: float = 0.0, jitter_ms: float = 0.0, idle_close_s: float = 0.0,
+              seed: int | None = None) -> Netem:
+        """``python -m proxy netem`` on free ports in front of ``target`` (``HOST:PORT``), every value explicit (its
+        own defaults model a WAN); with ``tls``, its generated CA is written next to the log. Ready when its one
+        ready line is logged (``--log-level info``: it logs nothing per connection but warnings)."""
+        argv = [python(), "-m", "proxy", "netem", "--port", "0", "--admin-port", "0", "--target", target,
+                "--handshake-ms", f"{handshake_ms:g}", "--latency-ms", f"{latency_ms:g}", "--jitter-ms",
+                f"{jitter_ms:g}", "--idle-close-s", f"{idle_close_s:g}", "--log-level", "info", "--log-format",
+                "console"]
+        if seed is not None:
+            argv += ["--seed", str(seed)]
+        if tls:
+            argv += ["--tls", "--ca-out", str(self.workdir / f"{name}-ca.pem")]
+        log = self.workdir / f"{name}.log"
+        popen = _spawn(name, argv, log)
+        proc = Proc(name, argv, {}, popen, "", log, 0)
+        self.started.append(proc)
+        ready: dict[str, str] = {}
+
+        def probe() -> bool:
+            try:
+                fields = netem_ready(log.read_text(errors="replace"))
+            except OSError:
+                return False
+            ready.update(fields or {})
+            return fields is not None
+
+        wait_ready(proc, probe)
+        proc.url, proc.port = ready["url"].rstrip("/"), int(ready["listening"].rpartition(":")[2])
+        return Netem(proc, ready["listening"], Path(ready["ca"]) if "ca" in ready else None)
 
     def bare(self, source: str, name: str = "bare-aiohttp") -> Proc:
         """`bench.bare`: answers every GET with the body and Content-Type ``source`` answered at start-up."""

@@ -84,12 +84,13 @@ def call_bound_s(timeout: float) -> float:
     return POOL_WAIT_S + 2 * timeout
 
 
-def connect(url: str, *, cluster: bool, timeout: float | None, connect_timeout: float) -> RedisClient:
+def connect(url: str, *, cluster: bool, timeout: float | None, connect_timeout: float,
+            max_connections: int = MAX_CONNECTIONS) -> RedisClient:
     """A bytes-returning client for ``url``; ``timeout`` bounds each reply (None: wait, for pub/sub)."""
     if cluster:
         return RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
-                                     decode_responses=False, max_connections=MAX_CONNECTIONS)
-    pool = BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_S,
+                                     decode_responses=False, max_connections=max_connections)
+    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=POOL_WAIT_S,
                                            socket_timeout=timeout, socket_connect_timeout=connect_timeout,
                                            decode_responses=False, health_check_interval=0 if timeout else 5)
     return Redis.from_pool(pool)  # the client owns the pool and closes it

@@ -38,7 +38,9 @@ from proxy.tasks import TaskOwner
 log = get_logger("proxy.replicas")
 HEARTBEAT_INTERVAL_S = 1.0
 #: Round trips that seed the estimate of Redis's clock at start-up (the fastest one wins).
-CLOCK_SAMPLES_AT_START = 5
+CLOCK_SAMPLES_AT_START = 10
+#: Connections of the budget's own client: one reservation per action in flight at a time, and the clock sample.
+BUDGET_CONNECTIONS = 4
 
 
 def new_replica_id() -> str:
@@ -56,6 +58,8 @@ class ReplicaKit:
     leases: Leases
     heartbeat: Heartbeat
     cache: Cache
+    #: The budget's own client (reservations and clock samples only).
+    budget_client: RedisClient
 
     @classmethod
     def build(cls, url: str, access_key_id: str, *, margin_s: float, redis_timeout_s: float, l1: MemoryCache,
@@ -63,15 +67,21 @@ class ReplicaKit:
         replica_id = new_replica_id()
         client = connect(url, cluster=cluster, timeout=redis_timeout_s, connect_timeout=redis_timeout_s)
         pubsub_client = connect(url, cluster=cluster, timeout=None, connect_timeout=redis_timeout_s)
+        # The budget and its clock samples on connections of their own, kept warm by the heartbeat: a reservation
+        # never waits behind a burst of cache and lease commands for a pooled connection (or opens one), which
+        # would make its reply late for its slot.
+        budget_client = connect(url, cluster=cluster, timeout=redis_timeout_s, connect_timeout=redis_timeout_s,
+                                max_connections=BUDGET_CONNECTIONS)
         breaker = CircuitBreaker(cooldown=1.0, probe_timeout=call_bound_s(redis_timeout_s))
         heartbeat = Heartbeat(client, access_key_id, replica_id)
-        coordinator = Coordinator(RedisBudget(client, access_key_id), heartbeat, breaker, margin_s)
+        coordinator = Coordinator(RedisBudget(budget_client, access_key_id), heartbeat, breaker, margin_s)
         bus = Bus(pubsub_client, replica_id)
         l2 = RedisCache(client, timeout=call_bound_s(redis_timeout_s))
         cache: Cache = (TieredCache(l1, l2, bus, breaker, l1_max_ttl_s, on_redis_failure=coordinator.record_failure)
                         if l1_max_ttl_s > 0 else l2)
         return cls(replica_id, client, pubsub_client, breaker, coordinator, bus,
-                   Leases(client, replica_id, lease_ttl_s, healthy=lambda: breaker.healthy), heartbeat, cache)
+                   Leases(client, replica_id, lease_ttl_s, healthy=lambda: breaker.healthy), heartbeat, cache,
+                   budget_client)
 
     @property
     def for_readthrough(self) -> Replicas:
@@ -118,5 +128,5 @@ class ReplicaKit:
         await self.heartbeat.leave()
         with contextlib.suppress(CacheError):
             await self.cache.close()
-        for client in (self.client, self.pubsub_client):
+        for client in (self.client, self.pubsub_client, self.budget_client):
             await best_effort(client.aclose(), "close")

@@ -16,10 +16,13 @@ and the request leaving the socket varies (a busy event loop, a new connection).
   one, or one opened now, TLS handshake included), and while others wait the source keeps one more warm
   (`prewarm`); nothing between the slot and the write waits on the network;
 * a grant is also a *send slot*: the next grant waits until the previous granted request has been
-  written (or has failed to be) and until ``T`` after that write.
+  written (or has failed to be) and until ``T`` after the moment it was aimed at, or ``T − guard`` after
+  it actually left if that is later (guard = δ/4), so a few ms of event-loop lateness per send do not
+  accumulate into lost quota.
 
-Consecutive requests therefore leave at least ``T`` apart, measured when their bytes were written,
-whatever happened between grant and send; only the network's own jitter remains for δ to cover.
+Any ``cap + 1`` consecutive requests therefore leave at least ``cap·T − guard = 1 s + δ − guard`` apart
+(consecutive ones ``T − guard``), measured when their bytes were written, whatever happened between grant
+and send; only the network's own jitter remains for the rest of δ to cover.
 
 Guarantees:
 
@@ -156,6 +159,10 @@ class UpstreamQueue:
         self._recent_grants: deque[float] = deque(maxlen=max(1, rate_per_second))
         self._last_grant: float | None = None
         self._last_sent: float | None = None
+        self._last_aimed: float | None = None  # when the last sent call was meant to leave
+        #: How late a send may be against its aimed moment without pushing the next one back (δ/4): sends k and
+        #: k + cap are then at least cap·T − guard = 1 s + δ − guard apart, and lateness does not accumulate.
+        self.send_guard = margin_s / 4
         self._send_slot = asyncio.Lock()
         # Priors until calls are observed: spacing 3% wider than T (send anchoring and timer granularity add
         # a few ms per slot), and an answer time typical of a CAMS call from the same region.
@@ -262,6 +269,7 @@ class UpstreamQueue:
         self._pass_turn()
         holding = False
         send_by: float | None = None
+        send_at = 0.0
         connection: object | None = None
         unwatch: Callable[[], None] = _nothing
         try:
@@ -284,17 +292,17 @@ class UpstreamQueue:
                     await self._send_slot.acquire()
                     holding = True
                     send_by = await self.coordinator.wait(reserved)
-                    if self._last_sent is not None:  # and never closer than T to this process's last send
-                        gap = self._last_sent + self.interval - loop.time()
-                        if gap > 0:
-                            await asyncio.sleep(gap)  # past the send window: the call is not sent (send_by)
+                    send_at = self._earliest_send(loop.time())  # and the spacing of this process's own sends
+                    if reserved.at is not None:
+                        send_at = max(send_at, reserved.at)
+                    if send_at > loop.time():
+                        await asyncio.sleep(send_at - loop.time())  # past the send window: not sent (send_by)
                 else:
                     await self._send_slot.acquire()
                     holding = True
-                    if self._last_sent is not None:
-                        gap = self._last_sent + self.interval - loop.time()
-                        if gap > 0:
-                            await asyncio.sleep(gap)
+                    send_at = self._earliest_send(loop.time())
+                    if send_at > loop.time():
+                        await asyncio.sleep(send_at - loop.time())
                     if self.coordinator is not None:
                         send_by = await self.coordinator.slot(self.action, self.rate, self.interval,
                                                               self._grant_by(deadline, demand))
@@ -326,7 +334,7 @@ class UpstreamQueue:
             self._observed_spacing += EWMA_WEIGHT * (gap - self._observed_spacing)
         self._last_grant = granted
         self.stats.granted += 1
-        return Grant(self, granted, send_by, connection)
+        return Grant(self, granted, send_by, connection, send_at)
 
     def _sharers(self) -> int:
         sharers = getattr(self.coordinator, "sharers", None)
@@ -361,7 +369,17 @@ class UpstreamQueue:
         grant._done = True  # no send slot is held in shadow mode
         return grant
 
+    def _earliest_send(self, now: float) -> float:
+        """When the next call may leave: ``T`` after the moment the last one was aimed at, and never less than
+        ``T − guard`` after it actually left (a late send shifts the schedule only beyond the guard)."""
+        if self._last_sent is None:
+            return now
+        aimed = self._last_aimed if self._last_aimed is not None else self._last_sent
+        return max(aimed + self.interval, self._last_sent + self.interval - self.send_guard)
+
     def _sent(self, grant: Grant, at: float) -> None:
+        if self._last_sent is None or at >= self._last_sent:
+            self._last_aimed = min(grant.aimed_at, at) if grant.aimed_at else at
         self._last_sent = at if self._last_sent is None else max(self._last_sent, at)
         self.stats.record_send_delay(at - grant.granted_at)
         self._send_slot.release()
@@ -375,12 +393,14 @@ class Grant:
     slot; later calls do nothing. The connection goes to whoever calls `take_connection` (the upstream call);
     if nobody does, `release` gives it back."""
 
-    __slots__ = ("_connection", "_done", "_queue", "granted_at", "send_by")
+    __slots__ = ("_connection", "_done", "_queue", "aimed_at", "granted_at", "send_by")
 
     def __init__(self, queue: UpstreamQueue, granted_at: float, send_by: float | None = None,
-                 connection: object | None = None) -> None:
+                 connection: object | None = None, aimed_at: float = 0.0) -> None:
         self._queue = queue
         self.granted_at = granted_at
+        #: The moment this call was meant to leave (its slot, or the spacing's next moment); 0: unknown.
+        self.aimed_at = aimed_at
         #: Loop time by which the call must have been written (shared slots); None: no window.
         self.send_by = send_by
         self._connection = connection
