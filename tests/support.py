@@ -20,7 +20,8 @@ from proxy.secret import Secret
 from proxy.upstream.signing import Credentials, format_date, sign_v3
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+#: Test vectors kept in the repository (the suite reads nothing outside it).
+VECTORS = ROOT / "tests" / "vectors"
 DEMO = Credentials(DEMO_ACCESS_KEY_ID, Secret(DEMO_ACCESS_KEY_SECRET))
 SEED_SPACE = "28251486512358"
 SEED_TEMPLATE = "744c4b5c79c9432497a075bdfca36bf5"

@@ -24,9 +24,9 @@ from proxy.upstream.signing import (
     verify_v1,
     verify_v3,
 )
-from tests.support import SHARED
+from tests.support import VECTORS as VECTOR_DIR
 
-VECTORS = json.loads((SHARED / "vectors" / "sdk_signatures.json").read_text())
+VECTORS = json.loads((VECTOR_DIR / "sdk_signatures.json").read_text())
 BY_KIND = {kind: [v for v in VECTORS["vectors"] if v["kind"] == kind]
            for kind in {v["kind"] for v in VECTORS["vectors"]}}
 SDK_EXTRA = ("user-agent", "accept", "x-acs-credentials-provider")
