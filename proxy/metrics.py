@@ -9,6 +9,7 @@
 | ``cams_proxy_queue_depth`` | gauge | action, priority |
 | ``cams_proxy_budget_cap`` | gauge | action (calls/s) |
 | ``cams_proxy_budget_use_ratio`` | gauge | action (grants in the last second / cap) |
+| ``cams_proxy_budget_margin_seconds`` | gauge | (the adaptive spacing margin δ(t); max over workers) |
 | ``cams_proxy_budget_shadow_decisions`` | gauge (a count) | action, decision (granted, delayed, refused): shadow mode |
 | ``cams_proxy_redis_up`` | gauge | (1 shared, 0 degraded; absent without Redis) |
 | ``cams_proxy_l1_entries`` | gauge | (entries in the in-process cache) |
@@ -63,6 +64,8 @@ class Metrics:
                                 ["action"], registry=r, multiprocess_mode="livesum")
         self.budget_shadow = Gauge("cams_proxy_budget_shadow_decisions", "Shadow mode: what enforcing would have done",
                                    ["action", "decision"], registry=r, multiprocess_mode="livesum")
+        self.budget_margin = Gauge("cams_proxy_budget_margin_seconds", "Adaptive spacing margin delta(t)",
+                                   registry=r, multiprocess_mode="max")
         self.redis_up = Gauge("cams_proxy_redis_up", "1: Redis and the shared budget in use; 0: degraded",
                               registry=r, multiprocess_mode="livemin")
         self.l1_entries = Gauge("cams_proxy_l1_entries", "Entries in the in-process cache", registry=r,

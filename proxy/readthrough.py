@@ -505,6 +505,7 @@ class ReadThrough:
                 classified.outcome.value, 0) + 1
             if classified.outcome is Outcome.THROTTLED:
                 self.counters.upstream_throttled += 1
+                queue.throttled()  # widen the margin at once
                 log.warning("upstream throttled a call", action=spec.name, code=classified.code, attempt=attempt)
             elif classified.outcome is Outcome.FAULT:
                 self.counters.upstream_faults += 1

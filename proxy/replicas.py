@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 
 from proxy.admission.coordinator import Coordinator
+from proxy.admission.margin import AdaptiveMargin
 from proxy.admission.replicas import Heartbeat
 from proxy.admission.shared import RedisBudget
 from proxy.breaker import CircuitBreaker
@@ -62,7 +63,8 @@ class ReplicaKit:
     budget_client: RedisClient
 
     @classmethod
-    def build(cls, url: str, access_key_id: str, *, margin_s: float, redis_timeout_s: float, l1: MemoryCache,
+    def build(cls, url: str, access_key_id: str, *, margin: float | AdaptiveMargin, redis_timeout_s: float,
+              l1: MemoryCache,
               l1_max_ttl_s: float, lease_ttl_s: float, cluster: bool = False) -> ReplicaKit:
         replica_id = new_replica_id()
         client = connect(url, cluster=cluster, timeout=redis_timeout_s, connect_timeout=redis_timeout_s)
@@ -74,7 +76,7 @@ class ReplicaKit:
                                 max_connections=BUDGET_CONNECTIONS)
         breaker = CircuitBreaker(cooldown=1.0, probe_timeout=call_bound_s(redis_timeout_s))
         heartbeat = Heartbeat(client, access_key_id, replica_id)
-        coordinator = Coordinator(RedisBudget(budget_client, access_key_id), heartbeat, breaker, margin_s)
+        coordinator = Coordinator(RedisBudget(budget_client, access_key_id), heartbeat, breaker, margin)
         bus = Bus(pubsub_client, replica_id)
         l2 = RedisCache(client, timeout=call_bound_s(redis_timeout_s))
         cache: Cache = (TieredCache(l1, l2, bus, breaker, l1_max_ttl_s, on_redis_failure=coordinator.record_failure)

@@ -32,9 +32,11 @@ Quiet periods make misses wait (within their deadlines), never fail outright.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from proxy.admission.margin import AdaptiveMargin
 from proxy.admission.redis_clock import RedisClock
 from proxy.admission.replicas import Heartbeat, local_share
 from proxy.admission.shared import BudgetUnavailable, RedisBudget
@@ -79,7 +81,7 @@ class Coordinator:
         budget: RedisBudget,
         heartbeat: Heartbeat,
         breaker: CircuitBreaker,
-        margin_s: float,
+        margin: float | AdaptiveMargin,
         *,
         horizon_s: float = 1.0,
         late_guard_s: float | None = None,
@@ -88,14 +90,19 @@ class Coordinator:
         self.budget = budget
         self.heartbeat = heartbeat
         self.breaker = breaker
-        self.margin_s = margin_s
+        self.margin = margin if isinstance(margin, AdaptiveMargin) else AdaptiveMargin(margin)
         self.horizon_s = horizon_s
-        self.late_guard_s = margin_s / 4 if late_guard_s is None else late_guard_s
+        self.late_guard_s = self.margin.guard_s if late_guard_s is None else late_guard_s
         self._clock = clock
         self.quiet_until = 0.0
         self.stats = CoordinatorStats()
         self._next_local: dict[str, float] = {}
         self.clock = RedisClock()
+
+    @property
+    def margin_s(self) -> float:
+        """δ now (the process's adaptive margin)."""
+        return self.margin.value(time.monotonic())
 
     def _now(self) -> float:
         return self._clock() if self._clock else asyncio.get_running_loop().time()

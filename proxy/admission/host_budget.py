@@ -14,8 +14,8 @@ whichever workers take them, so any ``cap + 1`` of them span ``cap·T = 1 s + δ
 * one host: the clock is ``time.monotonic()`` (``CLOCK_MONOTONIC``, system-wide on Linux), which is also
   what every worker's asyncio ``loop.time()`` reads, so a slot is answered as an *absolute* time that the
   worker sleeps until: no clock offset and no round-trip lateness enters the spacing;
-* every worker asks with the same ``T`` (same settings); should they differ, the largest ``T`` seen for
-  an action is used from then on, never a smaller one;
+* workers measure their own margin δ (`proxy.admission.margin`), so they may ask with different ``T``: the
+  widest ``T`` asked for an action in the last `WIDEST_MEMORY_S` is used (as the Redis script does);
 * the supervisor is the single point of decision: if it dies, workers get no more slots and spend
   nothing (they refuse misses; hits keep flowing).
 
@@ -52,6 +52,8 @@ log = get_logger("proxy.admission")
 BUDGET_SOCKET_ENV: Final = "CAMS_PROXY_BUDGET_SOCKET"
 #: Distinct actions one budget keeps (the registry has two; a bound, so a bad client cannot grow it).
 MAX_ACTIONS: Final = 64
+#: How long the widest spacing asked for stays in force after its last request, seconds.
+WIDEST_MEMORY_S: Final = 10.0
 #: Longest request line accepted (bytes).
 MAX_LINE_BYTES: Final = 4096
 
@@ -72,12 +74,13 @@ class HostGcra:
     def __init__(self, max_actions: int = MAX_ACTIONS) -> None:
         self._tat: dict[str, float] = {}
         self._interval: dict[str, float] = {}
+        self._widest_at: dict[str, float] = {}
         self._max_actions = max_actions
         self.granted = 0
         self.refused = 0
 
     def interval(self, action: str) -> float | None:
-        """The spacing in force for ``action`` (the largest asked for), or None before its first request."""
+        """The spacing in force for ``action`` (the widest asked for recently), or None before its first request."""
         return self._interval.get(action)
 
     def reserve(self, action: str, interval_s: float, max_wait_s: float, now: float) -> Decision:
@@ -92,8 +95,11 @@ class HostGcra:
         known = self._interval.get(action)
         if known is None and len(self._interval) >= self._max_actions:
             raise ValueError(f"too many actions (at most {self._max_actions})")
-        interval = interval_s if known is None else max(known, interval_s)
-        self._interval[action] = interval
+        if known is None or interval_s >= known or now - self._widest_at.get(action, now) > WIDEST_MEMORY_S:
+            self._interval[action] = interval = interval_s
+            self._widest_at[action] = now
+        else:
+            interval = known
         slot = max(self._tat.get(action, now), now)
         wait = slot - now
         if wait > max_wait_s:

@@ -6,8 +6,9 @@ weight): waiters queue there, and one at a time the chosen one takes the *turn* 
 spacing below; the turn passes on when it holds its grant. So a newcomer from a quiet tenant, or an
 interactive miss behind refreshes, waits for at most the slot in progress plus its fair position.
 
-Spacing is aiolimiter's ``AsyncLimiter(1, T)``: a bucket of one, so there is no initial burst and
-consecutive grants are at least ``T`` apart.
+Grants are spaced by a gate of one (no initial burst, consecutive grants at least ``T`` apart), with
+``T = (1 s + δ(t)) / R`` re-read at every grant: δ(t) is the process's adaptive margin
+(`proxy.admission.margin.AdaptiveMargin`), fed with the answer time of every call and with every throttle.
 
 Spacing grants is not enough: the upstream counts *arrivals*, and under load the time between a grant
 and the request leaving the socket varies (a busy event loop, a new connection). So:
@@ -40,17 +41,20 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from aiolimiter import AsyncLimiter
-
 from proxy.admission.coordinator import Coordinator
 from proxy.admission.fair import FairQueue, Priority, TenantQueueFull
+from proxy.admission.margin import AdaptiveMargin
 from proxy.admission.spacing import estimated_wait, spacing_interval
 from proxy.errors import DeadlineExceeded, Overloaded
+from proxy.logs import get_logger
+
+log = get_logger("proxy.admission")
 
 #: Weight of the newest sample in the running averages of spacing and answer time.
 EWMA_WEIGHT: Final = 0.2
@@ -140,17 +144,18 @@ class QueueStats:
 
 
 class UpstreamQueue:
-    def __init__(self, action: str, rate_per_second: int, margin_s: float, bound: int,
+    def __init__(self, action: str, rate_per_second: int, margin: float | AdaptiveMargin, bound: int,
                  coordinator: SlotSource | None = None, weight: Callable[[str], float] = lambda tenant: 1.0,
                  shadow: bool = False, connections: ConnectionSource | None = None) -> None:
         self.action = action
         self.coordinator = coordinator
         self.connections = connections
         self.rate = rate_per_second
-        self.interval = spacing_interval(rate_per_second, margin_s)
+        #: δ(t): one per process, shared by its queues (a number is a fixed floor that still adapts).
+        self.margin = margin if isinstance(margin, AdaptiveMargin) else AdaptiveMargin(margin)
         self.bound = bound
         self.stats = QueueStats()
-        self._limiter = AsyncLimiter(1, self.interval)
+        self._next_grant = 0.0  # the grant gate: no grant before this loop time
         self._fair: FairQueue[asyncio.Future[None]] = FairQueue(weight, bound)
         self._turn: asyncio.Future[None] | None = None  # the waiter going through the spacing now
         self._closed: str | None = None  # why the queue refuses everything (shutting down)
@@ -162,7 +167,7 @@ class UpstreamQueue:
         self._last_aimed: float | None = None  # when the last sent call was meant to leave
         #: How late a send may be against its aimed moment without pushing the next one back (δ/4): sends k and
         #: k + cap are then at least cap·T − guard = 1 s + δ − guard apart, and lateness does not accumulate.
-        self.send_guard = margin_s / 4
+        self.send_guard = self.margin.guard_s
         self._send_slot = asyncio.Lock()
         # Priors until calls are observed: spacing 3% wider than T (send anchoring and timer granularity add
         # a few ms per slot), and an answer time typical of a CAMS call from the same region.
@@ -191,12 +196,30 @@ class UpstreamQueue:
         return max(0, self.rate - used - self.waiting)
 
     @property
+    def interval(self) -> float:
+        """``T = (1 s + δ(t)) / R`` now."""
+        return spacing_interval(self.rate, self.margin.value(time.monotonic()))
+
+    @property
     def effective_interval(self) -> float:
         return max(self.interval, self._observed_spacing)
 
     def observe_upstream_time(self, seconds: float) -> None:
-        """Feed the average answer time that admission keeps free before a deadline."""
+        """Feed the average answer time that admission keeps free before a deadline, and the margin's
+        estimate of the path's jitter."""
         self._upstream_time += EWMA_WEIGHT * (seconds - self._upstream_time)
+        self.margin.observe(seconds)
+        self._report_margin("answer times")
+
+    def throttled(self) -> None:
+        """The upstream throttled a call of this queue: widen the margin at once."""
+        self.margin.throttled(time.monotonic())
+        self._report_margin("throttled")
+
+    def _report_margin(self, why: str) -> None:
+        now = time.monotonic()
+        if self.margin.changed_much(now):
+            log.info("spacing margin changed", action=self.action, why=why, **self.margin.status(now))
 
     def estimated_wait(self, now: float, tenant: str = "anonymous",
                        priority: Priority = Priority.INTERACTIVE) -> float:
@@ -282,7 +305,7 @@ class UpstreamQueue:
                     connection = await self.connections.connection()
                     if len(self._fair):
                         self.connections.prewarm(1)  # the next turn finds one in hand
-                await self._limiter.acquire()
+                await self._grant_gate(loop)
                 if isinstance(self.coordinator, Coordinator):
                     # Replicas: reserve the shared slot, then pass the turn on before waiting for it, so the
                     # next call's reservation (a Redis round trip) overlaps this one's wait.
@@ -335,6 +358,13 @@ class UpstreamQueue:
         self._last_grant = granted
         self.stats.granted += 1
         return Grant(self, granted, send_by, connection, send_at)
+
+    async def _grant_gate(self, loop: asyncio.AbstractEventLoop) -> None:
+        """At most one grant per ``T`` (the turn holder alone passes here, so no lock is needed)."""
+        wait = self._next_grant - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._next_grant = loop.time() + self.interval
 
     def _sharers(self) -> int:
         sharers = getattr(self.coordinator, "sharers", None)

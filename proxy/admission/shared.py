@@ -2,14 +2,20 @@
 
 One key per (AccessKey, action) holds the theoretical arrival time (TAT) of the next free slot, in
 microseconds of the **Redis server's** clock (``TIME``), never a replica's. Each decision is one
-round trip and three commands (``TIME``, ``GET``, ``SET PX``)::
+round trip and five commands (``TIME``, ``GET`` ×2, ``SET PX`` ×2)::
 
+    T = max(T asked, widest T asked in the last 10 s)
     slot = max(TAT, now + lead);  wait = slot - now
     if wait > max_wait:  answer "no" with wait          (the caller refuses with an honest Retry-After)
     else:                TAT = slot + T; answer "yes" with wait   (the slot is reserved for the caller)
     every answer also carries ``now`` (Redis TIME): the slot is the moment ``now + wait`` on Redis's clock
 
-Consecutive reserved slots are exactly ``T = (1 s + δ) / R`` apart on one clock, whichever replicas
+Replicas measure their own margin δ (`proxy.admission.margin`), so they may ask with different ``T``: the
+script spaces every slot by the widest ``T`` any replica asked with in the last `WIDEST_MEMORY_S` (a second
+key, refreshed by every request that asks with it), so one replica that sees a jittery path or a throttle
+widens the spacing for all, and it narrows again 10 s after the last replica asked that wide.
+
+Consecutive reserved slots are then at least ``T = (1 s + δ) / R`` apart on one clock, whichever replicas
 reserve them, so any ``R + 1`` of them span ``1 s + δ``. The replica turns the slot into a local moment
 with its estimate of Redis's clock (`proxy.admission.redis_clock`), so the jitter of each reply does not
 move it; ``lead`` (the slowest recent round trip) makes the reply arrive before the slot. A reply that
@@ -35,6 +41,12 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local interval = tonumber(ARGV[1])
+local widest = tonumber(redis.call('GET', KEYS[2]) or '0')
+if interval >= widest then
+  redis.call('SET', KEYS[2], string.format('%.0f', interval), 'PX', tonumber(ARGV[4]))
+else
+  interval = widest
+end
 local slot = math.max(tat, now + tonumber(ARGV[3] or '0'))
 local wait = slot - now
 if wait > tonumber(ARGV[2]) then
@@ -48,7 +60,9 @@ return {1, wait, t[1], t[2]}
 TIME_SCRIPT: Final = "return redis.call('TIME')"
 
 #: Commands one admission costs in Redis (documented in docs/architecture.md).
-COMMANDS_PER_ADMISSION: Final = 3
+COMMANDS_PER_ADMISSION: Final = 5
+#: How long the widest spacing asked for stays in force after its last request, seconds.
+WIDEST_MEMORY_S: Final = 10.0
 
 
 class BudgetUnavailable(RedisUnavailable):
@@ -72,6 +86,11 @@ def budget_key(access_key_id: str, action: str) -> str:
     return f"cams:budget:{{{access_key_id}}}:{action}"
 
 
+def widest_key(access_key_id: str, action: str) -> str:
+    """The widest spacing asked for recently (same hash tag as the budget key: one cluster slot)."""
+    return f"cams:budget:{{{access_key_id}}}:{action}:widest"
+
+
 class RedisBudget:
     def __init__(self, client: RedisClient, access_key_id: str) -> None:
         self._client = client
@@ -91,7 +110,8 @@ class RedisBudget:
         max_wait_us = max(0, math.floor(max_wait_s * 1_000_000))
         lead_us = max(0, math.ceil(lead_s * 1_000_000))
         granted, wait_us, seconds, micros = await redis_call(
-            self._script(keys=[budget_key(self._access_key_id, action)], args=[interval_us, max_wait_us, lead_us]),
+            self._script(keys=[budget_key(self._access_key_id, action), widest_key(self._access_key_id, action)],
+                         args=[interval_us, max_wait_us, lead_us, int(WIDEST_MEMORY_S * 1000)]),
             "budget reserve", into=BudgetUnavailable)
         return Reservation(bool(int(granted)), int(wait_us) / 1_000_000, int(seconds) + int(micros) / 1_000_000)
 

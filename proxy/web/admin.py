@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -193,7 +194,8 @@ def status_document(app: web.Application) -> dict[str, Any]:
                         "use": round(queue.use(now), 3),
                         "depth": {priority.name.lower(): n for priority, n in queue.depths().items()},
                         "refused": queue.stats.refused_full + queue.stats.refused_deadline,
-                        "mode": "shadow" if queue.shadow else "enforce"}
+                        "mode": "shadow" if queue.shadow else "enforce",
+                        "interval_s": round(queue.interval, 4)}
         if queue.shadow:
             queues[name]["shadow"] = dict(queue.stats.shadow)
     document: dict[str, Any] = {
@@ -203,6 +205,9 @@ def status_document(app: web.Application) -> dict[str, Any]:
         "tenants": readthrough.metrics.requests_by_tenant(),
         "actions": sorted(ACTIONS),
     }
+    for queue in app[QUEUES].values():  # one adaptive margin per process, shared by its queues
+        document["margin"] = queue.margin.status(time.monotonic())
+        break
     if kit is not None:
         document["replica"] = kit.replica_id
         document["redis"] = {**kit.coordinator.status(), "pubsub_connected": kit.bus.connected.is_set(),

@@ -30,6 +30,7 @@ from multidict import istr
 
 from proxy.actions import ACTIONS, ActionSpec
 from proxy.admission.host import HostBudget
+from proxy.admission.margin import AdaptiveMargin
 from proxy.admission.queue import UpstreamQueue
 from proxy.cache import Cache, CacheError, Entry, MemoryCache
 from proxy.cache.tagindex import MemoryTagIndex, RedisTagIndex, TagIndex
@@ -94,11 +95,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     owner = TaskOwner("fills")
     owner.spawn(source.run(), name="credentials")
     margin = settings.spacing_margin_ms / 1000.0
+    adaptive = AdaptiveMargin(margin)  # δ(t): one per process, measured on the upstream path, floor --spacing-margin-ms
     memory = MemoryCache(max_entries=settings.memory_max_entries, max_bytes=settings.memory_max_bytes)
     kit: ReplicaKit | None = None
     cache: Cache = memory
     if settings.redis_url:
-        kit = ReplicaKit.build(settings.redis_url, account, margin_s=margin,
+        kit = ReplicaKit.build(settings.redis_url, account, margin=adaptive,
                                redis_timeout_s=settings.redis_timeout_s, l1=memory,
                                l1_max_ttl_s=settings.l1_max_ttl_s, lease_ttl_s=settings.lease_ttl_s,
                                cluster=settings.redis_cluster)
@@ -112,7 +114,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                             connect_timeout=settings.upstream_connect_timeout_s,
                             keepalive_s=settings.upstream_keepalive_s, ca_file=settings.upstream_ca_file)
     queues = {
-        name: UpstreamQueue(name, settings.local_cap(name), margin, settings.queue_bound(name),
+        name: UpstreamQueue(name, settings.local_cap(name), adaptive, settings.queue_bound(name),
                             coordinator=kit.coordinator if kit else host, weight=app[DIRECTORY].weight,
                             shadow=settings.budget_mode == "shadow", connections=client)
         for name in ACTIONS
@@ -357,6 +359,9 @@ def sample_metrics(app: web.Application) -> None:
                         len(l1) if l1 is not None else None,
                         kit.breaker.healthy if kit is not None else None,
                         {name: q.stats.shadow for name, q in queues.items() if q.shadow})
+    for queue in queues.values():  # one margin per process, shared by its queues
+        app[METRICS].budget_margin.set(queue.margin.value(time.monotonic()))
+        break
 
 
 async def _sample_metrics_every_second(app: web.Application) -> None:
@@ -387,7 +392,8 @@ async def readyz(request: web.Request) -> web.Response:
     readthrough = request.app[READTHROUGH]
     kit = request.app[REPLICA_KIT]
     queues = {name: {"waiting": q.waiting, "interval_s": round(q.interval, 4), "granted": q.stats.granted,
-                     "max_send_delay_ms": round(q.stats.max_send_delay * 1000, 2)}
+                     "max_send_delay_ms": round(q.stats.max_send_delay * 1000, 2),
+                     "margin_ms": round(q.margin.value(time.monotonic()) * 1000, 3)}
               for name, q in request.app[QUEUES].items()}
     failing = readthrough.counters.upstream_failures_in_a_row
     body: dict[str, Any] = {"status": "ready", "cache": readthrough.cache.name, "queues": queues,

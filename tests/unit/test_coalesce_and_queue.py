@@ -63,7 +63,7 @@ async def test_owner_close_cancels_and_awaits_its_tasks() -> None:
 
 
 async def test_queue_refuses_when_full_and_releases_slots() -> None:
-    queue = UpstreamQueue("A", rate_per_second=1000, margin_s=0.0, bound=2)
+    queue = UpstreamQueue("A", rate_per_second=1000, margin=0.0, bound=2)
     loop = asyncio.get_running_loop()
     grant = await queue.acquire(loop.time() + 5)
     # The send slot is held until the grant is sent or released: one more holds the turn, waiting for it,
@@ -84,7 +84,7 @@ async def test_queue_refuses_when_full_and_releases_slots() -> None:
 
 
 async def test_queue_gives_up_at_the_deadline_without_granting() -> None:
-    queue = UpstreamQueue("A", rate_per_second=1000, margin_s=0.0, bound=10)
+    queue = UpstreamQueue("A", rate_per_second=1000, margin=0.0, bound=10)
     loop = asyncio.get_running_loop()
     held = await queue.acquire(loop.time() + 5)
     queue.estimated_wait = lambda *args: 0.0  # type: ignore[method-assign]
@@ -98,7 +98,7 @@ async def test_queue_gives_up_at_the_deadline_without_granting() -> None:
 
 
 async def test_queue_refuses_at_once_what_cannot_fit_its_deadline() -> None:
-    queue = UpstreamQueue("A", rate_per_second=5, margin_s=0.02, bound=100)
+    queue = UpstreamQueue("A", rate_per_second=5, margin=0.02, bound=100)
     loop = asyncio.get_running_loop()
     grant = await queue.acquire(loop.time() + 5)
     grant.sent(loop.time())

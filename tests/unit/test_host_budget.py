@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from proxy.admission.host import HostBudget
-from proxy.admission.host_budget import HostBudgetServer, HostGcra, decide
+from proxy.admission.host_budget import WIDEST_MEMORY_S, HostBudgetServer, HostGcra, decide
 from proxy.admission.spacing import spacing_interval
 from proxy.errors import Overloaded
 
@@ -48,6 +48,16 @@ def test_a_slot_beyond_max_wait_is_refused_with_the_wait_and_reserves_nothing() 
     assert (gcra.granted, gcra.refused) == (2, 1)
     granted = gcra.reserve(TEMPLATE, interval, 0.5, now=0.0)  # the refusal took nothing: same slot
     assert granted.granted and granted.at == pytest.approx(2 * interval)
+
+
+def test_the_widest_interval_narrows_again_once_nobody_asked_with_it_for_a_while() -> None:
+    gcra = HostGcra()
+    wide, narrow = spacing_interval(5, 0.1), spacing_interval(5, MARGIN)
+    gcra.reserve(TEMPLATE, wide, 100.0, now=0.0)
+    gcra.reserve(TEMPLATE, narrow, 100.0, now=WIDEST_MEMORY_S - 1)
+    assert gcra.interval(TEMPLATE) == wide  # asked for recently: still in force
+    gcra.reserve(TEMPLATE, narrow, 100.0, now=WIDEST_MEMORY_S + 1)
+    assert gcra.interval(TEMPLATE) == narrow  # the wide worker stopped asking 10 s ago (its margin narrowed)
 
 
 def test_the_largest_interval_seen_wins() -> None:
