@@ -142,6 +142,33 @@ class FairQueue(Generic[T]):
         if was_head:
             tier.fresh_visit = True
 
+    def order(self) -> list[T]:
+        """Every queued item in the order `pop` would serve them now (nothing is changed)."""
+        served: list[T] = []
+        for priority in Priority:
+            tier = self._tiers[priority]
+            left = {tenant: len(queue) for tenant, queue in tier.queues.items()}
+            taken = dict.fromkeys(left, 0)
+            deficit = dict(tier.deficit)
+            active = deque(tier.active)
+            fresh = tier.fresh_visit
+            while active:
+                tenant = active[0]
+                if fresh:
+                    deficit[tenant] += self._weight(tenant)
+                    fresh = False
+                if deficit[tenant] >= 1.0:
+                    deficit[tenant] -= 1.0
+                    served.append(tier.queues[tenant][taken[tenant]])
+                    taken[tenant] += 1
+                    if taken[tenant] == left[tenant]:
+                        active.popleft()
+                        fresh = True
+                    continue
+                active.rotate(-1)
+                fresh = True
+        return served
+
     def ahead_of(self, tenant: str, priority: Priority = Priority.INTERACTIVE) -> int:
         """About how many queued calls a new call from ``tenant`` at ``priority`` would wait behind: every
         call of a higher tier, and in its own tier each tenant's calls up to its weighted share of the

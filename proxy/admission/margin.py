@@ -13,8 +13,9 @@ measured::
   the same, uniform jitter ``±J``: an answer time's jitter is then the sum of two, with standard deviation
   ``J·√(2/3)``, and the one-way spread is ``2J``; ``(1 + 2/n)`` widens the estimate while it rests on few answers
   (×1.5 at 4, ×1.03 at 64). Nothing is estimated before `MIN_SAMPLES` answers (δ is the floor until then).
-* ``bump`` is set when the upstream throttles a call: at once to 1.5× the measured δ (and at least the measured δ plus the floor, and twice the floor), then
-  halving every ``half_life_s``, so a throttle widens δ immediately and δ decays slowly back to what is measured.
+* ``bump`` is set when the upstream throttles a call: at once to 1.5× the measured δ (and at least the
+  measured δ plus the floor, and twice the floor), then halving every ``half_life_s``, so a throttle widens
+  δ immediately and δ decays slowly back to what is measured.
   Repeated throttles do not compound (the adaptive rate is for an upstream that keeps throttling).
 * ``floor`` is ``--spacing-margin-ms``; ``guard`` is a quarter of it (fixed: it covers event-loop lateness,
   not the network); ``ceiling`` bounds what a burst of slow answers can cost (at most ``1 / (1 + ceiling)``).

@@ -33,6 +33,9 @@ Guarantees:
   "Served before its deadline" means granted early enough for the upstream's usual answer time (an
   average of recent calls) to fit too, and the wait is estimated with the spacing actually observed
   under backlog when that is wider than ``T`` (sends anchor the next grant, see above);
+* δ(t) may widen after a call was admitted (admission plans at the spacing of the moment): at every grant
+  the queued calls are re-checked in the order they would be served, and one that no longer fits is
+  refused then with `Overloaded` and its new wait, never sent;
 * a miss that is still queued when its grant could no longer fit leaves the queue
   (`DeadlineExceeded`) and is never sent;
 * nothing is dropped silently: every `acquire` returns a grant or raises.
@@ -134,6 +137,8 @@ class QueueStats:
     granted: int = 0
     refused_full: int = 0
     refused_deadline: int = 0
+    #: Admitted, then refused while queued because its deadline could no longer be met (`_refuse_late`).
+    refused_late: int = 0
     expired: int = 0
     max_send_delay: float = 0.0
     #: Shadow mode: what enforcing would have done (granted at once, made to wait, refused).
@@ -158,6 +163,7 @@ class UpstreamQueue:
         self._next_grant = 0.0  # the grant gate: no grant before this loop time
         self._fair: FairQueue[asyncio.Future[None]] = FairQueue(weight, bound)
         self._turn: asyncio.Future[None] | None = None  # the waiter going through the spacing now
+        self._latest_grant: dict[asyncio.Future[None], float] = {}  # queued call -> when it must be granted by
         self._closed: str | None = None  # why the queue refuses everything (shutting down)
         self.shadow = shadow
         self._shadow_next = 0.0  # shadow mode: when the enforced budget would next grant (GCRA, no burst)
@@ -222,12 +228,14 @@ class UpstreamQueue:
             log.info("spacing margin changed", action=self.action, why=why, **self.margin.status(now))
 
     def estimated_wait(self, now: float, tenant: str = "anonymous",
-                       priority: Priority = Priority.INTERACTIVE) -> float:
-        """Seconds until a new call from ``tenant`` at ``priority`` would be granted."""
+                       priority: Priority = Priority.INTERACTIVE, ahead: int | None = None) -> float:
+        """Seconds until a new call from ``tenant`` at ``priority`` would be granted (or one with ``ahead``
+        calls in front of it)."""
         anchor = self._last_grant
         if self._last_sent is not None and (anchor is None or self._last_sent > anchor):
             anchor = self._last_sent
-        ahead = self._fair.ahead_of(tenant, priority) + (self._turn is not None)
+        if ahead is None:
+            ahead = self._fair.ahead_of(tenant, priority) + (self._turn is not None)
         return estimated_wait(now, anchor, ahead, self.effective_interval)
 
     def _pass_turn(self) -> None:
@@ -289,6 +297,7 @@ class UpstreamQueue:
             self.stats.refused_full += 1
             raise Overloaded(f"The upstream queue for {self.action} is full for tenant {tenant} ({self.bound} "
                              f"waiting); retry in {wait:.1f}s.", wait) from None
+        self._latest_grant[ticket] = grant_by
         self._pass_turn()
         holding = False
         send_by: float | None = None
@@ -343,6 +352,7 @@ class UpstreamQueue:
             raise
         finally:
             unwatch()
+            self._latest_grant.pop(ticket, None)
             self._fair.remove(ticket)
             if not ticket.done():
                 ticket.cancel()
@@ -357,7 +367,30 @@ class UpstreamQueue:
             self._observed_spacing += EWMA_WEIGHT * (gap - self._observed_spacing)
         self._last_grant = granted
         self.stats.granted += 1
+        self._refuse_late(granted)
         return Grant(self, granted, send_by, connection, send_at)
+
+    def _refuse_late(self, now: float) -> None:
+        """Refuse now, with `Overloaded` and the wait it would have had, every queued call that can no longer be
+        granted before its deadline at the spacing seen now (δ widened after it was admitted, or grants fell
+        behind the estimate): an answer that says when to retry instead of a wait that ends in a 504. Checked
+        at every grant, in the order `FairQueue` would serve; a refused call shortens the wait of those behind."""
+        if not self._latest_grant:
+            return
+        interval = self.effective_interval
+        first = self.estimated_wait(now, ahead=int(self._turn is not None))
+        kept = 0
+        for ticket in self._fair.order():
+            wait = first + kept * interval
+            grant_by = self._latest_grant.get(ticket)
+            if grant_by is None or ticket.done() or now + wait <= grant_by:
+                kept += 1
+                continue
+            self.stats.refused_late += 1
+            ticket.set_exception(Overloaded(
+                f"The upstream queue for {self.action} can no longer serve this request before its deadline: "
+                f"the calls ahead of it now take about {wait:.1f}s (spacing {interval * 1000:.0f} ms, margin "
+                f"{self.margin.value(time.monotonic()) * 1000:.0f} ms); it was not sent, retry in {wait:.1f}s.", wait))
 
     async def _grant_gate(self, loop: asyncio.AbstractEventLoop) -> None:
         """At most one grant per ``T`` (the turn holder alone passes here, so no lock is needed)."""
@@ -375,7 +408,10 @@ class UpstreamQueue:
 
     def _follow(self, demand: Demand, ticket: asyncio.Future[None], scope: asyncio.Timeout) -> None:
         """A request joined the flight this call fills: take its longer deadline and higher priority."""
-        scope.reschedule(max(scope.when() or 0.0, demand.deadline - self._upstream_time))
+        grant_by = max(scope.when() or 0.0, demand.deadline - self._upstream_time)
+        scope.reschedule(grant_by)
+        if ticket in self._latest_grant:
+            self._latest_grant[ticket] = grant_by
         self._fair.promote(ticket, demand.tenant, demand.priority)
 
     def _give_back(self, connection: object | None) -> None:

@@ -193,7 +193,7 @@ def status_document(app: web.Application) -> dict[str, Any]:
         queues[name] = {"waiting": queue.waiting, "granted": queue.stats.granted, "cap": queue.rate,
                         "use": round(queue.use(now), 3),
                         "depth": {priority.name.lower(): n for priority, n in queue.depths().items()},
-                        "refused": queue.stats.refused_full + queue.stats.refused_deadline,
+                        "refused": queue.stats.refused_full + queue.stats.refused_deadline + queue.stats.refused_late,
                         "mode": "shadow" if queue.shadow else "enforce",
                         "interval_s": round(queue.interval, 4)}
         if queue.shadow:

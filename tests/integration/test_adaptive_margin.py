@@ -67,7 +67,7 @@ async def test_the_margin_adapts_to_25ms_of_jitter_and_then_nothing_is_throttled
                 tmp_path / f"gateway-{index}.log", env=ENV, ready_text="gateway ready"))
         assert margins(gateways) == [20.0] * replicas  # the shipped floor, before anything is measured
         learning, _ = await run(sim, gateways, 0, 30)
-        for action, cap in CAPS.items():
+        for action in CAPS:
             assert learning[action]["throttled"] <= 1, (action, learning[action])  # at most one, while measuring
         adapted = margins(gateways)
         assert all(margin >= 50.0 for margin in adapted), adapted  # covers the 50 ms spread (plus the guard)

@@ -87,7 +87,7 @@ async def test_queue_gives_up_at_the_deadline_without_granting() -> None:
     queue = UpstreamQueue("A", rate_per_second=1000, margin=0.0, bound=10)
     loop = asyncio.get_running_loop()
     held = await queue.acquire(loop.time() + 5)
-    queue.estimated_wait = lambda *args: 0.0  # type: ignore[method-assign]
+    queue.estimated_wait = lambda *args, **kwargs: 0.0  # type: ignore[method-assign]
     queue._upstream_time = 0.0
     with pytest.raises(DeadlineExceeded):
         await queue.acquire(loop.time() + 0.02)
@@ -105,3 +105,37 @@ async def test_queue_refuses_at_once_what_cannot_fit_its_deadline() -> None:
     with pytest.raises(Overloaded) as caught:
         await queue.acquire(loop.time() + 0.1)
     assert caught.value.retry_after_s > 0 and queue.stats.refused_deadline == 1
+
+
+async def test_queued_calls_that_a_wider_margin_no_longer_fits_are_refused_with_a_retry_time() -> None:
+    """Admission planned at δ = floor; δ then widens (a very spread path): the calls at the tail that can no
+    longer be granted before their deadline are told so (Overloaded, with a retry time), and are never sent."""
+    from proxy.admission.margin import AdaptiveMargin
+    margin = AdaptiveMargin(0.02)
+    queue = UpstreamQueue("A", rate_per_second=50, margin=margin, bound=100)
+    queue._upstream_time = 0.0
+    loop = asyncio.get_running_loop()
+    first = await queue.acquire(loop.time() + 5)
+    first.sent(loop.time())
+    deadline = loop.time() + 0.2  # at the floor's spacing (about 21 ms) nine calls fit; at the ceiling's they do not
+
+    async def one() -> str:
+        try:
+            grant = await queue.acquire(deadline)
+        except Overloaded as refused:
+            assert refused.retry_after_s > 0 and "no longer" in str(refused)
+            return "refused"
+        except DeadlineExceeded:
+            return "expired"
+        grant.sent(loop.time())
+        return "sent"
+
+    waiters = [asyncio.create_task(one()) for _ in range(9)]
+    await asyncio.sleep(0)
+    assert queue.stats.refused_deadline == 0  # all nine were admitted
+    for _ in range(20):
+        margin.observe(0.0)
+        margin.observe(0.5)  # δ goes to its ceiling
+    outcomes = await asyncio.gather(*waiters)
+    assert queue.stats.refused_late >= 1 and outcomes.count("refused") == queue.stats.refused_late
+    assert queue.stats.granted == 1 + outcomes.count("sent")

@@ -104,3 +104,26 @@ def test_promote_moves_an_item_up_a_tier_and_never_down() -> None:
     served = [queue.pop() for _ in range(4)]
     assert served.index("flight") <= 1  # DRR: the quiet tenant's turn comes right after one busy call
     assert not queue.promote("gone", "quiet", Priority.INTERACTIVE)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("ABCD"), st.sampled_from(list(Priority)), st.booleans()),
+                max_size=60),
+       st.integers(min_value=0, max_value=10))
+def test_order_is_what_pop_would_serve_and_changes_nothing(ops: list[tuple[str, Priority, bool]],
+                                                          pops_first: int) -> None:
+    """`order` (used to re-check queued calls against their deadlines) predicts `pop` exactly, mid-round too."""
+    import copy
+    weights = {"A": 1.0, "B": 0.5, "C": 2.0, "D": 0.3}
+    queue: FairQueue[str] = FairQueue(lambda tenant: weights[tenant], bound=1000)
+    for index, (tenant, priority, _) in enumerate(ops):
+        queue.push(f"{tenant}{index}", tenant, priority)
+    for _ in range(pops_first):
+        queue.pop()
+    for index, (_, _, gone) in enumerate(ops):
+        if gone:
+            queue.remove(f"{ops[index][0]}{index}")
+    twin = copy.deepcopy(queue)
+    predicted = queue.order()
+    assert predicted == drain(twin)
+    assert queue.order() == predicted and len(queue) == len(predicted)
