@@ -32,9 +32,24 @@ def test_the_margin_covers_the_measured_one_way_spread() -> None:
     for sample in answers(25, 64):
         margin.observe(sample)
     # one-way ±25 ms: arrivals spread by up to 50 ms; δ must cover it plus the guard (5 ms)
-    assert 0.045 <= margin.spread_s <= 0.06
+    assert 0.05 <= margin.spread_s <= 0.07
     assert margin.value(0.0) == pytest.approx(margin.guard_s + margin.spread_s)
-    assert margin.value(0.0) < 0.07  # and costs little more (utilisation >= 0.93)
+    assert margin.value(0.0) < 0.08  # and costs little more (utilisation >= 0.925)
+
+
+@pytest.mark.parametrize("count", [20, 64])
+def test_the_estimate_errs_wide_on_a_small_sample(count: int) -> None:
+    # A replica of three sees a third of the answers. Over many samples of the same ±25 ms path, the estimate
+    # covers the true 50 ms one-way spread nearly always, and is never far over it.
+    covered, widest = 0, 0.0
+    for seed in range(200):
+        margin = AdaptiveMargin(0.02)
+        for sample in answers(25, count, seed=seed):
+            margin.observe(sample)
+        covered += margin.spread_s >= 0.05
+        widest = max(widest, margin.spread_s)
+    assert covered >= 180, covered  # >= 90 % (a plain sqrt6 x std covers about half)
+    assert widest < 0.11, widest
 
 
 def test_a_throttle_widens_at_once_then_decays_back_slowly() -> None:
