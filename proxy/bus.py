@@ -2,9 +2,12 @@
 
 One channel, one subscriber connection per replica, JSON messages::
 
-    {"kind": "fill" | "fail" | "invalidate", "key": "...", "origin": "<replica id>",
+    {"kind": "fill" | "fail" | "invalidate" | "throttle", "key": "...", "origin": "<replica id>",
      "status": 200, "body": "<base64>", "content_type": "...",          (status/body for fill and fail)
      "fresh_until": 1.7e9, "stale_until": 1.7e9}                         (null: never)
+
+A ``throttle`` notice's key is an action: the upstream throttled one of its calls there (the adaptive rate,
+`proxy.admission.aimd`, of every replica hears it).
 
 Waiters register a future for a key *before* they look at the lease, so no notice can slip between
 the look and the wait. If the subscription drops, the reader reconnects with backoff and calls
@@ -79,6 +82,7 @@ class Bus:
         self._waiters: dict[str, set[asyncio.Future[Notice]]] = {}
         self.on_invalidate: Callable[[str], None] = lambda key: None
         self.on_reconnect: Callable[[], None] = lambda: None
+        self.on_throttle: Callable[[str], None] = lambda action: None
         self.connected = asyncio.Event()
         self.received = 0
 
@@ -105,6 +109,8 @@ class Bus:
         self.received += 1
         if notice.kind in {"fill", "invalidate"} and notice.origin != self.replica_id:
             self.on_invalidate(notice.key)
+        if notice.kind == "throttle" and notice.origin != self.replica_id:
+            self.on_throttle(notice.key)
         if notice.kind not in {"fill", "fail"}:
             return
         for future in self._waiters.pop(notice.key, set()):

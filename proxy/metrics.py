@@ -9,6 +9,7 @@
 | ``cams_proxy_queue_depth`` | gauge | action, priority |
 | ``cams_proxy_budget_cap`` | gauge | action (calls/s) |
 | ``cams_proxy_budget_use_ratio`` | gauge | action (grants in the last second / cap) |
+| ``cams_proxy_budget_rate`` | gauge | action (the adaptive rate, calls/s, ≤ the cap; min over workers) |
 | ``cams_proxy_budget_margin_seconds`` | gauge | (the adaptive spacing margin δ(t); max over workers) |
 | ``cams_proxy_budget_shadow_decisions`` | gauge (a count) | action, decision (granted, delayed, refused): shadow mode |
 | ``cams_proxy_redis_up`` | gauge | (1 shared, 0 degraded; absent without Redis) |
@@ -64,6 +65,8 @@ class Metrics:
                                 ["action"], registry=r, multiprocess_mode="livesum")
         self.budget_shadow = Gauge("cams_proxy_budget_shadow_decisions", "Shadow mode: what enforcing would have done",
                                    ["action", "decision"], registry=r, multiprocess_mode="livesum")
+        self.budget_rate = Gauge("cams_proxy_budget_rate", "Adaptive rate grants are spaced by, calls per second",
+                                 ["action"], registry=r, multiprocess_mode="livemin")
         self.budget_margin = Gauge("cams_proxy_budget_margin_seconds", "Adaptive spacing margin delta(t)",
                                    registry=r, multiprocess_mode="max")
         self.redis_up = Gauge("cams_proxy_redis_up", "1: Redis and the shared budget in use; 0: degraded",

@@ -22,6 +22,7 @@ fails a request: the lookup counts as a miss and the store is skipped (both logg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -439,6 +440,14 @@ class ReadThrough:
                                  fill.entry.content_type, fill.entry.fresh_until, fill.entry.stale_until))
         return fill
 
+    def _tell_replicas_throttled(self, action: str) -> None:
+        """Every replica's adaptive rate hears of the throttle. Not awaited: Redis may be slow, and the retry must
+        not wait on it; nothing is told while shutting down."""
+        assert self._replicas is not None
+        bus = self._replicas.bus
+        with contextlib.suppress(RuntimeError):
+            self._owner.spawn(bus.publish(Notice("throttle", action, bus.replica_id)), name=f"throttle:{action}")
+
     async def _fill(self, spec: ActionSpec, params: dict[str, str], key: str, demand: Demand) -> Fill:
         queue = self._queues[spec.name]
         loop = asyncio.get_running_loop()
@@ -505,8 +514,10 @@ class ReadThrough:
                 classified.outcome.value, 0) + 1
             if classified.outcome is Outcome.THROTTLED:
                 self.counters.upstream_throttled += 1
-                queue.throttled()  # widen the margin at once
+                queue.throttled()  # widen the margin at once; the adaptive rate may cut
                 log.warning("upstream throttled a call", action=spec.name, code=classified.code, attempt=attempt)
+                if self._replicas is not None:
+                    self._tell_replicas_throttled(spec.name)
             elif classified.outcome is Outcome.FAULT:
                 self.counters.upstream_faults += 1
             if classified.outcome.retryable and attempt < self._attempts and loop.time() < demand.deadline:

@@ -59,6 +59,8 @@ class Reserved:
     action: str
     cap: int
     at: float | None
+    #: The account-wide spacing the queue asked with (the adaptive rate and margin): the local share keeps it.
+    interval: float = 0.0
 
 
 @dataclass
@@ -179,15 +181,15 @@ class Coordinator:
                     continue
                 slot_at = await self._shared_slot(loop, action, interval, grant_by)
                 if slot_at is not None:
-                    return Reserved(action, cap, slot_at)
+                    return Reserved(action, cap, slot_at, interval)
                 continue
-            return Reserved(action, cap, None)
+            return Reserved(action, cap, None, interval)
 
     async def wait(self, reserved: Reserved) -> float | None:
         """Sleep until the reserved slot; return the loop time by which the call must have been written (None
         for the local share, which is spaced here). Raise `SlotMissed` if this replica woke too late for it."""
         if reserved.at is None:
-            await self._local_slot(reserved.action, reserved.cap)
+            await self._local_slot(reserved.action, reserved.cap, reserved.interval)
             return None
         loop = asyncio.get_running_loop()
         delay = reserved.at - loop.time()
@@ -242,7 +244,7 @@ class Coordinator:
             return None
         return slot_at
 
-    async def _local_slot(self, action: str, cap: int) -> None:
+    async def _local_slot(self, action: str, cap: int, asked_interval: float = 0.0) -> None:
         share = local_share(cap, self.heartbeat.live)
         if share == 0:
             raise Overloaded(f"Redis is unreachable and this replica's share of the {action} cap is 0 "
@@ -250,7 +252,8 @@ class Coordinator:
                              self.breaker.cooldown)
         # One caller at a time per action (the queue's send slot), so plain spacing needs no lock; it
         # also keeps the spacing across a change of share, which a new limiter would not.
-        interval = spacing_interval(share, self.margin_s)
+        # The share of the account's spacing too, when the adaptive rate or margin asks for wider than the cap's.
+        interval = max(spacing_interval(share, self.margin_s), asked_interval * max(1, self.heartbeat.live))
         wait = self._next_local.get(action, 0.0) - self._now()
         if wait > 0:
             await asyncio.sleep(wait)

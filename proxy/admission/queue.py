@@ -50,6 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from proxy.admission.aimd import AdaptiveRate
 from proxy.admission.coordinator import Coordinator
 from proxy.admission.fair import FairQueue, Priority, TenantQueueFull
 from proxy.admission.margin import AdaptiveMargin
@@ -155,7 +156,9 @@ class UpstreamQueue:
         self.action = action
         self.coordinator = coordinator
         self.connections = connections
-        self.rate = rate_per_second
+        self.rate = rate_per_second  # the documented cap: the ceiling
+        #: The rate grants are spaced by now (≤ the cap): cut when the account is throttled below the cap.
+        self.adaptive_rate = AdaptiveRate(rate_per_second, start=time.monotonic())
         #: δ(t): one per process, shared by its queues (a number is a fixed floor that still adapts).
         self.margin = margin if isinstance(margin, AdaptiveMargin) else AdaptiveMargin(margin)
         self.bound = bound
@@ -203,8 +206,12 @@ class UpstreamQueue:
 
     @property
     def interval(self) -> float:
-        """``T = (1 s + δ(t)) / R`` now."""
-        return spacing_interval(self.rate, self.margin.value(time.monotonic()))
+        """``T = (1 s + δ(t)) / R(t)`` now (R(t): the adaptive rate, at most the cap)."""
+        now = time.monotonic()
+        return spacing_interval(self.adaptive_rate.rate(now), self.margin.value(now))
+
+    def current_rate(self) -> float:
+        return self.adaptive_rate.rate(time.monotonic())
 
     @property
     def effective_interval(self) -> float:
@@ -218,9 +225,18 @@ class UpstreamQueue:
         self._report_margin("answer times")
 
     def throttled(self) -> None:
-        """The upstream throttled a call of this queue: widen the margin at once."""
+        """The upstream throttled a call of this queue: widen the margin at once, and tell the adaptive rate."""
         self.margin.throttled(time.monotonic())
         self._report_margin("throttled")
+        self.throttled_elsewhere(here=True)
+
+    def throttled_elsewhere(self, here: bool = False) -> None:
+        """A call of this account and action was throttled (on another replica, unless ``here``): the adaptive
+        rate may cut (the margin is this process's path: it is not widened by another's throttle)."""
+        if self.adaptive_rate.throttled(time.monotonic()):
+            log.warning("upstream rate cut", action=self.action, cap=self.rate, why=self.adaptive_rate.why,
+                        seen="here" if here else "on another replica",
+                        rate=round(self.adaptive_rate.rate(time.monotonic()), 3))
 
     def _report_margin(self, why: str) -> None:
         now = time.monotonic()
@@ -367,8 +383,13 @@ class UpstreamQueue:
             self._observed_spacing += EWMA_WEIGHT * (gap - self._observed_spacing)
         self._last_grant = granted
         self.stats.granted += 1
-        self._refuse_late(granted)
-        return Grant(self, granted, send_by, connection, send_at)
+        grant = Grant(self, granted, send_by, connection, send_at)
+        try:
+            self._refuse_late(granted)
+        except BaseException:
+            grant.release()  # never leave the send slot held by a grant nobody received
+            raise
+        return grant
 
     def _refuse_late(self, now: float) -> None:
         """Refuse now, with `Overloaded` and the wait it would have had, every queued call that can no longer be

@@ -10,10 +10,10 @@ burst of R and then drip, letting ``2R - 1`` into one window (``shared/quota-anc
 from __future__ import annotations
 
 
-def spacing_interval(rate_per_second: int, margin_s: float) -> float:
+def spacing_interval(rate_per_second: float, margin_s: float) -> float:
     """Seconds between two grants: ``(1 s + δ) / R``."""
-    if rate_per_second < 1:
-        raise ValueError("rate must be >= 1 per second")
+    if not rate_per_second > 0:
+        raise ValueError("rate must be > 0 per second")
     if margin_s < 0:
         raise ValueError("margin must be >= 0")
     return (1.0 + margin_s) / rate_per_second

@@ -195,7 +195,8 @@ def status_document(app: web.Application) -> dict[str, Any]:
                         "depth": {priority.name.lower(): n for priority, n in queue.depths().items()},
                         "refused": queue.stats.refused_full + queue.stats.refused_deadline + queue.stats.refused_late,
                         "mode": "shadow" if queue.shadow else "enforce",
-                        "interval_s": round(queue.interval, 4)}
+                        "interval_s": round(queue.interval, 4),
+                        "adaptive_rate": queue.adaptive_rate.status(time.monotonic())}
         if queue.shadow:
             queues[name]["shadow"] = dict(queue.stats.shadow)
     document: dict[str, Any] = {

@@ -120,6 +120,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         for name in ACTIONS
     }
     app[QUEUES] = queues
+    if kit is not None:  # the adaptive rate hears every replica's throttles
+        kit.bus.on_throttle = lambda action: queues[action].throttled_elsewhere() if action in queues else None
     metrics = app[METRICS] = Metrics(tenants=app[DIRECTORY].tenants)
     for name, queue in queues.items():
         metrics.budget_cap.labels(name).set(queue.rate)
@@ -362,6 +364,8 @@ def sample_metrics(app: web.Application) -> None:
     for queue in queues.values():  # one margin per process, shared by its queues
         app[METRICS].budget_margin.set(queue.margin.value(time.monotonic()))
         break
+    for name, queue in queues.items():
+        app[METRICS].budget_rate.labels(name).set(queue.current_rate())
 
 
 async def _sample_metrics_every_second(app: web.Application) -> None:
@@ -393,12 +397,17 @@ async def readyz(request: web.Request) -> web.Response:
     kit = request.app[REPLICA_KIT]
     queues = {name: {"waiting": q.waiting, "interval_s": round(q.interval, 4), "granted": q.stats.granted,
                      "max_send_delay_ms": round(q.stats.max_send_delay * 1000, 2),
-                     "margin_ms": round(q.margin.value(time.monotonic()) * 1000, 3)}
+                     "margin_ms": round(q.margin.value(time.monotonic()) * 1000, 3),
+                     "rate": round(q.current_rate(), 3), "cap": q.rate}
               for name, q in request.app[QUEUES].items()}
     failing = readthrough.counters.upstream_failures_in_a_row
     body: dict[str, Any] = {"status": "ready", "cache": readthrough.cache.name, "queues": queues,
                             "upstream": {"failures_in_a_row": failing, "calls": readthrough.counters.upstream_calls}}
     reasons = []
+    for name, queue in request.app[QUEUES].items():
+        if queue.current_rate() < queue.rate:
+            reasons.append(f"upstream throttling below the cap: {name} at {queue.current_rate():.2f}/s of "
+                           f"{queue.rate}/s (someone else spends the account; {queue.adaptive_rate.why})")
     if failing >= UPSTREAM_FAILING_AFTER:
         reasons.append(f"upstream failing: the last {failing} calls got no answer or a 5xx")
     if kit is not None:
