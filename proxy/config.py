@@ -374,6 +374,7 @@ class GatewaySettings:
     tenants_file: Path | None = None
     l1_max_ttl_s: float = 10.0
     lease_ttl_s: float = 2.0
+    budget_lease_s: float = 30.0
     redis_timeout_s: float = 0.25
     workers: int = 1
     shutdown_grace_s: float = 20.0
@@ -511,6 +512,9 @@ GATEWAY_OPTIONS: Final = (
            "with Redis: longest an entry stays in the in-process L1 (0: no L1, every hit reads Redis)", "S"),
     Option("lease_ttl_s", "--lease-ttl-s", "PROXY_LEASE_TTL_S", positive_float, 2.0,
            "with Redis: fill lease lifetime (renewed while filling; a dead holder is replaced after this)", "S"),
+    Option("budget_lease_s", "--budget-lease-s", "PROXY_BUDGET_LEASE_S", positive_float, 30.0,
+           "with Redis: how long a replica cut from Redis may spend its safe share of each cap (and how long a "
+           "crashed replica's share stays held back from the others); the same on every replica", "S"),
     Option("redis_timeout_s", "--redis-timeout-s", "PROXY_REDIS_TIMEOUT_S", positive_float, 0.25,
            "with Redis: connect and reply timeout of one Redis command", "S"),
     Option("workers", "--workers", "PROXY_WORKERS", positive_int, 1,

@@ -18,7 +18,8 @@ Guarantees: every Redis-side failure listed above comes out as a `RedisUnavailab
 (`asyncio.CancelledError`) is never translated, so callers' deadlines and shutdowns still work; an
 ``asyncio.timeout`` *inside* a `translating` block becomes `RedisUnavailable` (a bound on Redis), one
 outside it stays the caller's `TimeoutError` (a deadline).
-Non-guarantees: no retries; other exceptions (bugs: `TypeError`, ...) pass through untranslated.
+Non-guarantees: no retries but one, on a new connection, when a pooled one turns out dead (``ConnectionError``:
+reset or closed; never a timeout); other exceptions (bugs: `TypeError`, ...) pass through untranslated.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from typing import Final, TypeAlias, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 RedisClient: TypeAlias = Redis | RedisCluster
@@ -90,7 +94,11 @@ def connect(url: str, *, cluster: bool, timeout: float | None, connect_timeout: 
     if cluster:
         return RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
                                      decode_responses=False, max_connections=max_connections)
+    # A pooled connection that died while Redis was unreachable (reset once the path is back) is retried once on
+    # a new connection instead of opening the breaker again; a timeout is never retried (it is the bound).
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
     pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=POOL_WAIT_S,
                                            socket_timeout=timeout, socket_connect_timeout=connect_timeout,
-                                           decode_responses=False, health_check_interval=0 if timeout else 5)
+                                           decode_responses=False, health_check_interval=0 if timeout else 5,
+                                           retry=retry)
     return Redis.from_pool(pool)  # the client owns the pool and closes it

@@ -1,5 +1,5 @@
 """Everything a replica shares through Redis, built and run together: the cache tiers, the budget
-coordinator, fill leases, the notice bus and the heartbeat.
+coordinator, fill leases, the notice bus and the heartbeat (which renews this replica's lease on safe capacity).
 
 Two Redis clients: one for commands, with short timeouts (``redis_timeout_s``: a dead Redis costs one
 timeout, then the breaker answers), and one for the pub/sub subscription, which idles between notices
@@ -18,11 +18,14 @@ import contextlib
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from proxy.admission.coordinator import Coordinator
 from proxy.admission.margin import AdaptiveMargin
-from proxy.admission.replicas import Heartbeat
+from proxy.admission.redis_clock import RedisClock
+from proxy.admission.replicas import Heartbeat, RenewalLate
+from proxy.admission.safe_capacity import LEASE_S, LocalLease
 from proxy.admission.shared import RedisBudget
 from proxy.breaker import CircuitBreaker
 from proxy.bus import Bus
@@ -42,6 +45,10 @@ HEARTBEAT_INTERVAL_S = 1.0
 CLOCK_SAMPLES_AT_START = 10
 #: Connections of the budget's own client: one reservation per action in flight at a time, and the clock sample.
 BUDGET_CONNECTIONS = 4
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def new_replica_id() -> str:
@@ -64,8 +71,8 @@ class ReplicaKit:
 
     @classmethod
     def build(cls, url: str, access_key_id: str, *, margin: float | AdaptiveMargin, redis_timeout_s: float,
-              l1: MemoryCache,
-              l1_max_ttl_s: float, lease_ttl_s: float, cluster: bool = False) -> ReplicaKit:
+              l1: MemoryCache, caps: Mapping[str, int], l1_max_ttl_s: float, lease_ttl_s: float,
+              budget_lease_s: float = LEASE_S, cluster: bool = False) -> ReplicaKit:
         replica_id = new_replica_id()
         client = connect(url, cluster=cluster, timeout=redis_timeout_s, connect_timeout=redis_timeout_s)
         pubsub_client = connect(url, cluster=cluster, timeout=None, connect_timeout=redis_timeout_s)
@@ -75,7 +82,9 @@ class ReplicaKit:
         budget_client = connect(url, cluster=cluster, timeout=redis_timeout_s, connect_timeout=redis_timeout_s,
                                 max_connections=BUDGET_CONNECTIONS)
         breaker = CircuitBreaker(cooldown=1.0, probe_timeout=call_bound_s(redis_timeout_s))
-        heartbeat = Heartbeat(client, access_key_id, replica_id)
+        # Lease renewals are void if Redis reads them later than the reply timeout (the reply would be lost).
+        heartbeat = Heartbeat(client, access_key_id, replica_id, caps, lease=LocalLease(budget_lease_s),
+                              clock=RedisClock(), accept_s=redis_timeout_s, now=_loop_time)
         coordinator = Coordinator(RedisBudget(budget_client, access_key_id), heartbeat, breaker, margin)
         bus = Bus(pubsub_client, replica_id)
         l2 = RedisCache(client, timeout=call_bound_s(redis_timeout_s))
@@ -93,9 +102,11 @@ class ReplicaKit:
         """Probe the script support, then run the bus reader and the heartbeat as owned tasks."""
         try:
             await self.coordinator.budget.probe()
-            await self.heartbeat.beat()
-            for _ in range(CLOCK_SAMPLES_AT_START):  # a first estimate of Redis's clock before any slot
+            for _ in range(CLOCK_SAMPLES_AT_START):  # a first estimate of Redis's clock before any slot or renewal
                 await self.coordinator.sample_clock()
+            await self.heartbeat.beat()
+        except RenewalLate as exc:
+            log.warning("the first lease renewal came too late; the heartbeat tries again", error=str(exc))
         except RedisUnavailable as exc:
             log.warning("redis cannot serve the shared budget at start-up (down, or scripts disabled): "
                         "running the Redis-down policy", error=str(exc))
@@ -116,8 +127,11 @@ class ReplicaKit:
             try:
                 if self.breaker.healthy:
                     try:
-                        await self.heartbeat.beat()
                         await self.coordinator.sample_clock()  # keeps the clock estimate fresh while idle
+                        if self.heartbeat.due(_loop_time()):
+                            await self.heartbeat.beat()
+                    except RenewalLate as exc:
+                        log.warning("lease renewal not accepted", error=str(exc))
                     except RedisUnavailable as exc:
                         self.coordinator.record_failure(exc)
                 else:

@@ -1,20 +1,22 @@
-"""Where an upstream slot comes from when there are replicas: the shared budget, or this replica's share.
+"""Where an upstream slot comes from when there are replicas: the shared budget, or this replica's safe capacity.
 
 With Redis healthy every slot is reserved in the shared budget (`shared.RedisBudget`): one round trip,
 then a sleep until the slot. Reservations look at most ``horizon`` ahead (a slot further away is asked
 for again later), so when Redis dies no replica holds a reservation more than ``horizon`` away.
 
-The Redis-down policy, and why each rule keeps every 1-second window at or under the cap:
+Without Redis a replica spends only its safe capacity: the shares its lease was granted, which the shared
+budget holds back from the others while this replica's renewals are missing (`proxy.admission.safe_capacity`
+states the rules and the guarantee; `proxy.admission.replicas` renews the lease):
 
-* **Failure** (a Redis call fails, the breaker opens): this replica goes *quiet* for
-  ``horizon + 1 s + δ``, then sends on its own share, ``floor(cap / live replicas)`` per second, where
-  ``live`` is what the heartbeats last counted. Quiet first because other replicas may still send on
-  slots they reserved (at most ``horizon`` ahead); after that, every replica is either quiet or on its
-  share, and whole-number shares add up to at most the cap. A share of 0 sends nothing: misses are
-  refused with ``Retry-After`` while hits keep flowing.
-* **Recovery** (a probe succeeds after the breaker's cooldown): quiet again for
-  ``cooldown + 1 s + δ`` before the first shared slot, because the others may still be on their shares
-  until their own breakers probe (at most ``cooldown`` later). Then shared slots resume without a burst.
+* **Failure** (a Redis call fails, the breaker opens): this replica goes *quiet* until `LocalLease.local_from`
+  (about ``STALE_S + horizon + 1.5 s`` after its last renewal could have landed: by then the others hold its
+  share back, and its own last shared slot is a window old), then sends on its shares, spaced
+  ``(1 s + δ) / share`` (and at least the account-wide spacing the queue asks for, times the live replicas),
+  until its lease runs out. A share of 0, no lease (never reached Redis since start) or a lease run out sends
+  nothing: misses are refused with ``Retry-After`` while hits keep flowing.
+* **Recovery** (a probe succeeds after the breaker's cooldown): shared slots resume a window (`WINDOW_S`)
+  after this replica's last local send, at once if it sent none. The others hold its share back until it renews,
+  which the heartbeat does no earlier; the shared budget does not hold a replica's share back from itself.
 * **Slot timing**: a slot is a moment on Redis's clock (``TIME`` + wait, in the reply). This replica
   turns it into a local moment with its estimate of Redis's clock (`redis_clock.RedisClock`, from the
   fastest recent round trip), so neither a slow Redis nor the jitter of one reply shifts the send.
@@ -22,9 +24,9 @@ The Redis-down policy, and why each rule keeps every 1-second window at or under
   before the slot.
 * **Late reply or late wake-up**: a reply that arrives more than ``late_guard`` after its slot, or a
   replica that wakes more than ``late_guard`` after it, does not send on that slot (it stays empty) and
-  asks again. The caller has its upstream connection in hand before asking, and checks the window once
-  more right before the write (nothing awaits in between): a call that missed it is not sent
-  (`SendWindowMissed`) and asks for a new slot.
+  asks again; a local slot has the same send window. The caller has its upstream connection in hand before
+  asking, and checks the window once more right before the write (nothing awaits in between): a call that
+  missed it is not sent (`SendWindowMissed`) and asks for a new slot.
 
 Quiet periods make misses wait (within their deadlines), never fail outright.
 """
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 
 from proxy.admission.margin import AdaptiveMargin
 from proxy.admission.redis_clock import RedisClock
-from proxy.admission.replicas import Heartbeat, local_share
+from proxy.admission.replicas import Heartbeat
 from proxy.admission.shared import BudgetUnavailable, RedisBudget
 from proxy.admission.spacing import spacing_interval
 from proxy.breaker import CircuitBreaker
@@ -99,7 +101,9 @@ class Coordinator:
         self.quiet_until = 0.0
         self.stats = CoordinatorStats()
         self._next_local: dict[str, float] = {}
-        self.clock = RedisClock()
+        self.clock: RedisClock = heartbeat.clock  # one estimate of Redis's clock, fed by every script that reads TIME
+        self.lease = heartbeat.lease
+        self.held_back: dict[str, int] = {}
 
     @property
     def margin_s(self) -> float:
@@ -119,6 +123,7 @@ class Coordinator:
                 "quiet_for_s": round(max(0.0, self.quiet_until - now), 3), "shared_slots": self.stats.shared_slots,
                 "local_slots": self.stats.local_slots, "late_slots": self.stats.late_slots,
                 "late_replies": self.stats.late_replies, "outages": self.stats.outages,
+                "safe_capacity": {**self.lease.status(now), "held_back_for_others": dict(self.held_back)},
                 "redis_clock": {"samples": self.clock.observed, "best_rtt_ms": _ms(self.clock.best_rtt),
                                 "uncertainty_ms": _ms(self.clock.uncertainty)}}
 
@@ -129,15 +134,18 @@ class Coordinator:
         self.breaker.failure(now)
         if was_healthy:
             self.stats.outages += 1
-            self.quiet_until = max(self.quiet_until, now + self.horizon_s + 1.0 + self.margin_s)
-            log.warning("redis unreachable: shared budget suspended; local share after a quiet period",
-                        error=str(error), live_replicas=self.heartbeat.live, quiet_s=round(self.quiet_until - now, 3))
+            self.quiet_until = max(self.quiet_until, self.lease.local_from(now))
+            log.warning("redis unreachable: shared budget suspended; safe capacity after a quiet period",
+                        error=str(error), live_replicas=self.heartbeat.live, quiet_s=round(self.quiet_until - now, 3),
+                        shares={action: self.lease.share(action, self.quiet_until) for action in self.lease.shares})
 
     def _recovered(self) -> None:
         now = self._now()
         self.breaker.success(now)
         self.stats.recoveries += 1
-        self.quiet_until = max(self.quiet_until, now + self.breaker.cooldown + 1.0 + self.margin_s)
+        # Shared slots a window after the last local send (none: at once). The others hold this replica's share
+        # back until it renews its lease, which the heartbeat does no earlier either.
+        self.quiet_until = max(now, self.lease.renew_after())
         log.warning("redis is back: rejoining the shared budget after a quiet period",
                     quiet_s=round(self.quiet_until - now, 3))
 
@@ -167,6 +175,8 @@ class Coordinator:
         while True:
             now = self._now()
             if now < self.quiet_until:
+                if not self.breaker.healthy and self.lease.share(action, self.quiet_until) == 0:
+                    raise self._no_share(action, now)  # nothing to wait for: say so now
                 await asyncio.sleep(self.quiet_until - now)
                 continue
             if self.breaker.allow(now):
@@ -179,18 +189,18 @@ class Coordinator:
                         continue
                     self._recovered()
                     continue
-                slot_at = await self._shared_slot(loop, action, interval, grant_by)
+                slot_at = await self._shared_slot(loop, action, cap, interval, grant_by)
                 if slot_at is not None:
                     return Reserved(action, cap, slot_at, interval)
                 continue
             return Reserved(action, cap, None, interval)
 
     async def wait(self, reserved: Reserved) -> float | None:
-        """Sleep until the reserved slot; return the loop time by which the call must have been written (None
-        for the local share, which is spaced here). Raise `SlotMissed` if this replica woke too late for it."""
+        """Sleep until the reserved slot (shared, or the next of this replica's safe capacity); return the loop
+        time by which the call must have been written. Raise `SlotMissed` if this replica woke too late for it,
+        `Overloaded` if it holds no safe capacity."""
         if reserved.at is None:
-            await self._local_slot(reserved.action, reserved.cap, reserved.interval)
-            return None
+            return await self._local_slot(reserved.action, reserved.cap, reserved.interval)
         loop = asyncio.get_running_loop()
         delay = reserved.at - loop.time()
         if delay > 0:
@@ -217,19 +227,24 @@ class Coordinator:
         redis_now = await self.budget.redis_time()
         self.clock.observe(asked, loop.time(), redis_now)
 
-    async def _shared_slot(self, loop: asyncio.AbstractEventLoop, action: str, interval: float,
+    async def _shared_slot(self, loop: asyncio.AbstractEventLoop, action: str, cap: int, interval: float,
                            grant_by: float) -> float | None:
         asked = loop.time()
         remaining = grant_by - asked
         lead = self.clock.lead(self.horizon_s / 2)
         try:
             reservation = await self.budget.reserve(action, interval, min(self.horizon_s, max(0.0, remaining)),
-                                                    lead)
+                                                    lead, cap=cap, replica=self.heartbeat.replica_id)
         except BudgetUnavailable as exc:
             self.record_failure(exc)
             return None
         replied = loop.time()
         self.clock.observe(asked, replied, reservation.redis_now)
+        self.held_back[action] = reservation.held_back
+        if not reservation.granted and reservation.held_back >= cap:
+            raise Overloaded(f"The shared upstream budget for {action} is held back in full for replicas cut from "
+                             f"Redis (their safe capacity, {reservation.held_back}/s of {cap}/s) until their leases "
+                             f"end; retry later.", self.lease.lease_s / 4)
         if not reservation.granted:
             if reservation.wait_s > remaining:
                 raise Overloaded(f"The shared upstream budget for {action} has no slot before this request's "
@@ -244,18 +259,32 @@ class Coordinator:
             return None
         return slot_at
 
-    async def _local_slot(self, action: str, cap: int, asked_interval: float = 0.0) -> None:
-        share = local_share(cap, self.heartbeat.live)
+    def _no_share(self, action: str, now: float) -> Overloaded:
+        return Overloaded(f"Redis is unreachable and {self.lease.why_none(action, now)}: misses of {action} wait "
+                          f"for Redis (hits and stale answers still flow).", self.breaker.cooldown)
+
+    async def _local_slot(self, action: str, cap: int, asked_interval: float = 0.0) -> float:
+        """The next moment of this replica's safe capacity for ``action``; returns the send-by time."""
+        now = self._now()
+        share = self.lease.share(action, now)
         if share == 0:
-            raise Overloaded(f"Redis is unreachable and this replica's share of the {action} cap is 0 "
-                             f"({cap}/s over {self.heartbeat.live} replicas): misses wait for Redis.",
-                             self.breaker.cooldown)
+            raise self._no_share(action, now)
         # One caller at a time per action (the queue's send slot), so plain spacing needs no lock; it
         # also keeps the spacing across a change of share, which a new limiter would not.
         # The share of the account's spacing too, when the adaptive rate or margin asks for wider than the cap's.
         interval = max(spacing_interval(share, self.margin_s), asked_interval * max(1, self.heartbeat.live))
-        wait = self._next_local.get(action, 0.0) - self._now()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        self._next_local[action] = self._now() + interval
+        slot = max(now, self._next_local.get(action, 0.0))
+        if slot > now:
+            await asyncio.sleep(slot - now)
+        now = self._now()
+        if self.breaker.healthy:  # Redis came back meanwhile: a local send now would share a window with shared slots
+            raise SlotMissed(f"Redis is back: the {action} call asks the shared budget instead of its local slot")
+        if now - slot > self.late_guard_s or now >= self.lease.lease_until():
+            self._next_local[action] = max(now, slot)  # keep the spacing from the slot not used
+            self.stats.late_slots += 1
+            raise SlotMissed(f"woke {now - slot:.3f}s after the local slot for {action} (or the lease ran out)")
+        self._next_local[action] = slot + interval
         self.stats.local_slots += 1
+        send_by = slot + self.late_guard_s
+        self.lease.spent_locally(send_by)
+        return send_by

@@ -102,7 +102,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     if settings.redis_url:
         kit = ReplicaKit.build(settings.redis_url, account, margin=adaptive,
                                redis_timeout_s=settings.redis_timeout_s, l1=memory,
+                               caps={name: settings.local_cap(name) for name in ACTIONS},
                                l1_max_ttl_s=settings.l1_max_ttl_s, lease_ttl_s=settings.lease_ttl_s,
+                               budget_lease_s=settings.budget_lease_s,
                                cluster=settings.redis_cluster)
         cache = kit.cache
         await kit.start(owner)
