@@ -49,7 +49,7 @@ from typing import Final
 
 import aiohttp
 
-from bench import wan
+from bench import adaptive, wan
 from bench.hotspots import Hotspots, analyse
 from bench.miss import MISS_GATEWAY_FLAGS, TARGET_UTILISATION, MissRun, run_misses
 from bench.procs import ROOT, Proc, Procs, cpu_seconds, machine_cpu_seconds, redis_commands, tree_cpu_seconds
@@ -673,7 +673,8 @@ def hotspot_section(memory: Profiled, shared: Profiled) -> list[str]:
     return lines
 
 
-def miss_section(single: MissRun, replicas: MissRun, wan_runs: Sequence[MissRun]) -> list[str]:
+def miss_section(single: MissRun, replicas: MissRun, wan_runs: Sequence[MissRun],
+                 more: Sequence[MissRun] = ()) -> list[str]:
     return [
         "## Miss path",
         "",
@@ -697,9 +698,10 @@ def miss_section(single: MissRun, replicas: MissRun, wan_runs: Sequence[MissRun]
         "",
         wan.profile_text(replicas.replicas),
         "",
-        *wan.miss_table([single, replicas, *wan_runs]),
+        *wan.miss_table([single, replicas, *wan_runs, *more]),
         "",
-        *([wan.notes_text(wan_runs), ""] if wan_runs else []),
+        *([wan.notes_text([*wan_runs, *more]), ""] if wan_runs or more else []),
+        *([f"The last row's target is ≥ {more[0].target} (see \"The adaptive budget\" below)", ""] if more else []),
     ]
 
 
@@ -843,7 +845,8 @@ def commands_section(hit: HitRun, profiles: dict[str, Profiled], single: MissRun
 
 def report(started: datetime, elapsed: float, load: tuple[float, float], signing: SigningResult, hit: HitRun,
            profiles: dict[str, Profiled], single: MissRun, replicas: MissRun, wan_runs: Sequence[MissRun],
-           simulator: str, source: tuple[Source, Source], extra: Sequence[str] = ()) -> str:
+           simulator: str, source: tuple[Source, Source], extra: Sequence[str] = (),
+           adaptive_runs: tuple[adaptive.JitterRun, adaptive.SecondClient] | None = None) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -858,7 +861,8 @@ def report(started: datetime, elapsed: float, load: tuple[float, float], signing
         "",
         *reading(hit, profiles, single, replicas, wan_runs),
         *hit_section(hit),
-        *miss_section(single, replicas, wan_runs),
+        *miss_section(single, replicas, wan_runs, [adaptive_runs[0].run] if adaptive_runs else []),
+        *(adaptive.section(*adaptive_runs, "img/adaptive-rate.png") if adaptive_runs else []),
         *extra,
         *hotspot_section(profiles["memory"], profiles["redis-only"]),
         *signing_section(signing),
@@ -960,6 +964,9 @@ def main() -> None:
                   "once) ...", flush=True)
             replicas = miss_path_replicas(procs, simulator)
             wan_runs = wan.run_wan(procs, simulator, templates=TEMPLATE_MISSES, wabas=WABA_MISSES)
+            adaptive_runs = adaptive.run_all(procs, simulator)
+            images = Path(tmp) if QUICK else ROOT / "docs" / "img"
+            adaptive.plot(adaptive_runs[1], images / "adaptive-rate.png")
             simulator_command = simulator.command
             extra = later_benchmarks(procs, Path(tmp), hit, single)
         except BaseException:
@@ -972,13 +979,14 @@ def main() -> None:
             raise
     source_after = source_state(source_before.files)
     text = report(started, time.monotonic() - clock, (load_before, os.getloadavg()[0]), signing, hit, profiles,
-                  single, replicas, wan_runs, simulator_command, (source_before, source_after), extra)
+                  single, replicas, wan_runs, simulator_command, (source_before, source_after), extra, adaptive_runs)
     if source_after.digest != source_before.digest:
         print("WARNING: the code on disk changed during the run; docs say so", file=sys.stderr)
     out = Path(tempfile.gettempdir()) / "cams-bench-quick.md" if QUICK else ROOT / "docs" / "benchmarks.md"
     out.write_text(text)
     print()
     print(summary(hit, single, replicas, wan_runs, signing))
+    print(adaptive.summary(*adaptive_runs))
     print(f"\nwrote {out}")
 
 

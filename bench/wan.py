@@ -130,9 +130,9 @@ def _budget(name: str, url: str) -> str:
             f"best round trip {clock.get('best_rtt_ms')} ms")
 
 
-def _spacing(r: ActionResult) -> str:
+def _spacing(r: ActionResult, margin_ms: float = SPACING_MARGIN_MS) -> str:
     """How the arrivals were spaced against the design interval T = (1 s + δ) / cap, and slots left unused."""
-    interval = (1 + SPACING_MARGIN_MS / 1000) / r.cap
+    interval = (1 + margin_ms / 1000) / r.cap
     gaps = [later - earlier for earlier, later in zip(r.arrivals, r.arrivals[1:], strict=False)]
     if not gaps:
         return f"`{r.action}`: fewer than 2 arrivals stamped"
@@ -144,10 +144,11 @@ def _spacing(r: ActionResult) -> str:
 
 
 @contextmanager
-def _upstream(procs: Procs, simulator: Proc, name: str, seed: int) -> Iterator[Upstream]:
+def _upstream(procs: Procs, simulator: Proc, name: str, seed: int,
+              path: NetPath = UPSTREAM_PATH) -> Iterator[Upstream]:
     tap = ArrivalTap(split_host_port(_netloc(simulator.url)))
     try:
-        netem = _stand_in(procs, name, tap.start(), UPSTREAM_PATH, seed)
+        netem = _stand_in(procs, name, tap.start(), path, seed)
         if netem.ca is None:
             raise RuntimeError(f"{name} printed no ca= path: {netem.proc.log_tail()}")
         yield Upstream(netem, tap, f"https://{netem.listen}", ("--upstream-ca-file", str(netem.ca)))
