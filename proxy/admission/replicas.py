@@ -15,15 +15,12 @@ replica has started spending locally. Redis failures come out of the one seam as
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from proxy.admission.redis_clock import RedisClock
 from proxy.admission.safe_capacity import STALE_S, WINDOW_S, LocalLease
-from proxy.logs import get_logger
 from proxy.redis_clients import RedisClient, best_effort, redis_call
-
-log = get_logger("proxy.admission")
 
 RENEW_SCRIPT: Final = """
 local t = redis.call('TIME')
@@ -105,7 +102,7 @@ class RenewalLate(Exception):
 
 class Heartbeat:
     def __init__(self, client: RedisClient, access_key_id: str, replica_id: str, caps: Mapping[str, int], *,
-                 lease: LocalLease, clock: RedisClock, accept_s: float, now: Any) -> None:
+                 lease: LocalLease, clock: RedisClock, accept_s: float, now: Callable[[], float]) -> None:
         self._client = client
         self._keys = [leases_key(access_key_id), shares_key(access_key_id)]
         self._replica_id = replica_id
