@@ -114,9 +114,10 @@ def targets(first: int, templates: int, wabas: int) -> list[str]:
 
 
 def converged(ready: list[dict[str, Any]]) -> bool:
-    """Every replica shared, and the template shares add up to the cap."""
-    return (all(r["redis"]["mode"] == "shared" for r in ready)
-            and sum(r["redis"]["safe_capacity"]["shares"].get(TEMPLATE, 0) for r in ready) == CAPS[TEMPLATE])
+    """Every replica shared, and the template shares add up to the cap, split as evenly as whole numbers go."""
+    shares = [r["redis"]["safe_capacity"]["shares"].get(TEMPLATE, 0) for r in ready]
+    return (all(r["redis"]["mode"] == "shared" for r in ready) and sum(shares) == CAPS[TEMPLATE]
+            and max(shares) - min(shares) <= 1)
 
 
 @pytest.mark.timeout(300)
@@ -143,7 +144,8 @@ async def test_one_replica_cut_from_redis_spends_only_its_held_back_share(
                 break
         assert during_ready[0]["status"] == "degraded" and during_ready[0]["redis"]["mode"] == "local"
         held = [r["redis"]["safe_capacity"]["held_back_for_others"] for r in during_ready[1:]]
-        assert any(h.get(TEMPLATE) == shares[0][TEMPLATE] for h in held), (held, shares)
+        own = during_ready[0]["redis"]["safe_capacity"]["shares"]  # what it holds: its last renewal's grant
+        assert own[TEMPLATE] >= 1 and any(h.get(TEMPLATE) == own[TEMPLATE] for h in held), (held, own)
         return await backlog
 
     results = await cut_under_backlog()
