@@ -35,7 +35,7 @@ import orjson
 from bench.common import QUICK, TEMPLATE, WABA
 from bench.miss import MISS_GATEWAY_FLAGS, MissRun, run_misses
 from bench.procs import Proc, Procs
-from bench.wan import NetPath, _spacing, _traffic, _upstream
+from bench.wan import TEMPLATE_MISSES, WABA_MISSES, NetPath, _spacing, _traffic, _upstream
 from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from proxy.secret import Secret
 from proxy.upstream.client import UpstreamClient
@@ -46,8 +46,6 @@ JITTER_TARGET: Final = 0.93
 SEED: Final = 2000
 LEARN_TEMPLATES: Final = 10 if QUICK else 30
 LEARN_WABAS: Final = 15 if QUICK else 40
-TEMPLATE_MISSES: Final = 20 if QUICK else 100
-WABA_MISSES: Final = 30 if QUICK else 150
 LABEL: Final = (f"WAN jitter (TLS {JITTER_PATH.handshake_ms:g} ms handshake, {JITTER_PATH.latency_ms:g}"
                 f"±{JITTER_PATH.jitter_ms:g} ms; simulator a fixed 80 ms), 1 gateway, shipped defaults (δ adaptive, "
                 "floor 20 ms)")
