@@ -133,7 +133,10 @@ async def test_the_client_sleeps_until_its_slot_and_refuses_when_none_fits(tmp_p
         send_by = [await budget.slot(WABA, 10, interval, loop.time() + 5) for _ in range(3)]
         assert all(isinstance(s, float) for s in send_by)
         gaps = [b - a for a, b in itertools.pairwise(s for s in send_by if s is not None)]
-        assert gaps == pytest.approx([interval, interval])
+        # Slots are whole intervals apart: T, or 2T when a wake-up later than the guard (a loaded machine) left one
+        # empty and the client asked again. Never closer.
+        assert all(round(gap / interval) >= 1 and gap == pytest.approx(round(gap / interval) * interval)
+                   for gap in gaps), gaps
         with pytest.raises(Overloaded, match="no slot before this request's deadline"):
             await budget.slot(WABA, 10, interval, loop.time())  # the next slot is ~T away
         assert budget.status()["host_slots"] == 3 and budget.status()["refused"] == 1
