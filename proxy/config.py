@@ -362,7 +362,7 @@ class GatewaySettings:
     max_stale_s: float = 600.0
     refresh_ahead_fraction: float = 0.1
     queue_bounds: Mapping[str, int] | None = None
-    spacing_margin_ms: float = 20.0
+    spacing_margin_ms: float = 10.0
     deadline_s: float = 10.0
     upstream_timeout_s: float = 8.0
     upstream_connect_timeout_s: float = 3.0
@@ -486,8 +486,9 @@ GATEWAY_OPTIONS: Final = (
            f"most misses one tenant may have waiting for an upstream slot, ACTION=N; repeatable (default "
            f"{DEFAULT_QUEUE_BOUND})",
            "ACTION=N", repeatable=True, combine=_merge_caps),
-    Option("spacing_margin_ms", "--spacing-margin-ms", "PROXY_SPACING_MARGIN_MS", non_negative_float, 20.0,
-           "delta: upstream grants are (1 + delta)/cap seconds apart; covers grant-to-arrival jitter", "MS"),
+    Option("spacing_margin_ms", "--spacing-margin-ms", "PROXY_SPACING_MARGIN_MS", non_negative_float, 10.0,
+           "floor of the adaptive margin delta: upstream grants are (1 + delta)/cap seconds apart, delta measured "
+           "from the jitter of answer times (the 250 ms ceiling until a process has 8 answers)", "MS"),
     Option("deadline_s", "--deadline-s", "PROXY_DEADLINE_S", positive_float, 10.0,
            "longest a request may take, queue and upstream included (clients may ask for less)", "S"),
     Option("upstream_timeout_s", "--upstream-timeout-s", "CAMS_TIMEOUT_S", positive_float, 8.0,

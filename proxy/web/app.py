@@ -95,7 +95,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     owner = TaskOwner("fills")
     owner.spawn(source.run(), name="credentials")
     margin = settings.spacing_margin_ms / 1000.0
-    adaptive = AdaptiveMargin(margin)  # δ(t): one per process, measured on the upstream path, floor --spacing-margin-ms
+    # δ(t): one per process, measured on the upstream path, floor --spacing-margin-ms, the ceiling until measured
+    adaptive = AdaptiveMargin(margin, learning=True)
     memory = MemoryCache(max_entries=settings.memory_max_entries, max_bytes=settings.memory_max_bytes)
     kit: ReplicaKit | None = None
     cache: Cache = memory

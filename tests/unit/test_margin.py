@@ -52,6 +52,28 @@ def test_the_estimate_errs_wide_on_a_small_sample(count: int) -> None:
     assert widest < 0.11, widest
 
 
+def test_a_learning_margin_is_the_ceiling_until_the_path_is_measured() -> None:
+    margin = AdaptiveMargin(0.01, learning=True)
+    assert margin.value(0.0) == CEILING_S and margin.status(0.0)["learning"] is True
+    for sample in answers(25, MIN_SAMPLES - 1):
+        margin.observe(sample)
+    assert margin.value(0.0) == CEILING_S  # a guess is never sent on
+    margin.observe(answers(25, 1, seed=9)[0])
+    assert margin.learned and margin.status(0.0)["learning"] is False
+    assert margin.value(0.0) == pytest.approx(max(0.01, margin.guard_s + margin.spread_s))
+    assert margin.value(0.0) < CEILING_S
+    quiet = AdaptiveMargin(0.01, learning=True)
+    for sample in answers(0.2, MIN_SAMPLES):
+        quiet.observe(sample)
+    assert quiet.value(0.0) == 0.01  # a loopback-like path learns down to the floor
+
+
+def test_the_guard_is_five_ms_or_the_floor() -> None:
+    assert AdaptiveMargin(0.04).guard_s == pytest.approx(0.005)
+    assert AdaptiveMargin(0.003).guard_s == pytest.approx(0.003)
+    assert AdaptiveMargin(0.0).value(0.0) == 0.0
+
+
 def test_a_throttle_widens_at_once_then_decays_back_slowly() -> None:
     margin = AdaptiveMargin(0.02, half_life_s=60.0)
     for sample in answers(10, 64):
