@@ -11,14 +11,15 @@ docs/netem.md), a real process on loopback:
   and 120 ms (one round trip) before a new connection's first byte, never idle-closed (Redis's own default,
   ``timeout 0``); the replicas run with ``--redis-timeout-s 1``.
 
-δ (``--spacing-margin-ms``) must cover the jitter of the path from the grant to the upstream's arrival: the upstream
-path's ±10 ms is a spread of 20 ms, plus a send guard, so these rows run at δ = 40 ms (the loopback rows at the
-default 20 ms); the ceiling by design is then 1 / (1 + δ) = 0.962 of the cap. The Redis path's jitter does not
-enter it: the shared budget's slots are moments on Redis's clock, turned into local moments with the replica's
-estimate of that clock (`proxy.admission.redis_clock`), not "when the reply came".
+The gateways run at the shipped defaults: δ adapts to the measured spread of answer times (here the path's
+±10 ms each way: a one-way spread of 20 ms, plus the send guard), and each row notes δ after its run and the
+ceiling by design 1 / (1 + δ). The simulator answers in a fixed 80 ms (`FIXED_SIMULATOR`), so the spread is the
+path's. The Redis path's jitter does not enter δ: the shared budget's slots are moments on Redis's clock, turned
+into local moments with the replica's estimate of that clock (`proxy.admission.redis_clock`), not "when the
+reply came".
 
 Utilisation is `bench.miss`'s: (calls − 1) / span of the answers / cap. Behind a WAN an answer trails its upstream
-call by the simulator's 80 ± 20 ms, the way back's 40 ± 10 ms and, with replicas, Redis round trips over the
+call by the simulator's 80 ms, the way back's 40 ± 10 ms and, with replicas, Redis round trips over the
 60 ± 30 ms path (storing the answer, releasing the lease), so these rows also stamp every call where it reaches
 the simulator (`bench.tap`, a loopback relay between the stand-in and the simulator) and report the utilisation
 of those arrivals too; the target verdict uses the arrivals' figure (`ActionResult.measured_utilisation`).
@@ -45,8 +46,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from bench.common import QUICK
-from bench.miss import MISS_GATEWAY_FLAGS, TARGET_UTILISATION, ActionResult, MissRun, run_misses
+from bench.common import QUICK, TEMPLATE
+from bench.miss import MISS_GATEWAY_FLAGS, ActionResult, MissRun, run_misses
 from bench.procs import Netem, Proc, Procs
 from bench.tap import ArrivalTap
 from proxy.netem.settings import split_host_port
@@ -71,15 +72,15 @@ class NetPath:
 
 UPSTREAM_PATH: Final = NetPath(tls=True, handshake_ms=60, latency_ms=40, jitter_ms=10, idle_close_s=5)
 REDIS_PATH: Final = NetPath(tls=False, handshake_ms=120, latency_ms=60, jitter_ms=30, idle_close_s=0)
-#: δ for the WAN rows: the upstream path's jitter spread (2 × 10 ms) plus a send guard.
-SPACING_MARGIN_MS: Final = 40
+#: The miss-path rows' simulator: a fixed 80 ms answer, so answer times (and δ) vary only with the path.
+FIXED_SIMULATOR: Final = "simulator-fixed-latency"
 REDIS_TIMEOUT_S: Final = 1
 REPLICAS: Final = 3
 TEMPLATE_MISSES: Final = 20 if QUICK else 100
 WABA_MISSES: Final = 30 if QUICK else 150
 #: Each stand-in's jitter seed is this plus its number, so a run's draws are reproducible.
 SEED: Final = 1000
-WAN_FLAGS: Final = (*MISS_GATEWAY_FLAGS, "--spacing-margin-ms", str(SPACING_MARGIN_MS))
+WAN_FLAGS: Final = MISS_GATEWAY_FLAGS
 LABEL_SINGLE: Final = (f"WAN (TLS {UPSTREAM_PATH.handshake_ms:g} ms handshake, {UPSTREAM_PATH.latency_ms:g}"
                        f"±{UPSTREAM_PATH.jitter_ms:g} ms), 1 gateway")
 LABEL_REPLICAS: Final = (f"WAN (TLS {UPSTREAM_PATH.handshake_ms:g} ms handshake, {UPSTREAM_PATH.latency_ms:g}"
@@ -130,7 +131,25 @@ def _budget(name: str, url: str) -> str:
             f"best round trip {clock.get('best_rtt_ms')} ms")
 
 
-def _spacing(r: ActionResult, margin_ms: float = SPACING_MARGIN_MS) -> str:
+def fixed_simulator(procs: Procs) -> Proc:
+    """A simulator that answers in a fixed 80 ms (no processing jitter): what the miss-path rows run against."""
+    return procs.simulator(FIXED_SIMULATOR, latency_ms=80, jitter_ms=0)
+
+
+def margin_ms(url: str) -> float:
+    """The gateway's δ now, ms (``/readyz``; one per process, the same for both actions)."""
+    return float(requests.get(f"{url}/readyz", timeout=5).json()["queues"][TEMPLATE]["margin_ms"])
+
+
+def _margins(urls: Sequence[str]) -> tuple[str, list[float]]:
+    """δ of each gateway after a run, as a note, and the values."""
+    values = [margin_ms(url) for url in urls]
+    widest = max(values)
+    return (f"δ after the run {' / '.join(f'{v:.1f}' for v in values)} ms (ceiling by design 1 / (1 + δ) = "
+            f"{1 / (1 + widest / 1000):.3f})", values)
+
+
+def _spacing(r: ActionResult, margin_ms: float) -> str:
     """How the arrivals were spaced against the design interval T = (1 s + δ) / cap, and slots left unused."""
     interval = (1 + margin_ms / 1000) / r.cap
     gaps = [later - earlier for earlier, later in zip(r.arrivals, r.arrivals[1:], strict=False)]
@@ -162,7 +181,8 @@ def wan_single(procs: Procs, simulator: Proc, *, templates: int = TEMPLATE_MISSE
     with _upstream(procs, simulator, "netem-upstream-wan", SEED) as up:
         gateway = procs.gateway("gateway-miss-wan", up.url, extra=(*WAN_FLAGS, *up.ca_flags))
         results = run_misses(gateway.url, simulator.url, templates=templates, wabas=wabas, arrivals=up.tap.arrivals)
-        notes = (*map(_spacing, results), _traffic("upstream stand-in", up.netem))
+        margin_note, (margin,) = _margins([gateway.url])
+        notes = (margin_note, *(_spacing(r, margin) for r in results), _traffic("upstream stand-in", up.netem))
         procs.stop(gateway)
         procs.stop(up.netem.proc)
     return MissRun(1, results, [up.netem.command, gateway.command], LABEL_SINGLE, notes)
@@ -181,7 +201,8 @@ def wan_replicas(procs: Procs, simulator: Proc, *, replicas: int = REPLICAS, tem
                     for n, path in enumerate(paths, 1)]
         results = run_misses([g.url for g in gateways], simulator.url, templates=templates, wabas=wabas,
                              arrivals=up.tap.arrivals)
-        notes = (*map(_spacing, results), _traffic("upstream stand-in", up.netem),
+        margin_note, margins = _margins([g.url for g in gateways])
+        notes = (margin_note, *(_spacing(r, max(margins)) for r in results), _traffic("upstream stand-in", up.netem),
                  *(_traffic(f"Redis stand-in {n}", path) for n, path in enumerate(paths, 1)),
                  *(_budget(f"replica {n}", gateway.url) for n, gateway in enumerate(gateways, 1)))
         for proc in (*reversed(gateways), *(p.proc for p in reversed(paths)), redis, up.netem.proc):
@@ -229,10 +250,6 @@ def miss_table(runs: Sequence[MissRun]) -> list[str]:
     return lines
 
 
-def ceiling() -> float:
-    return 1 / (1 + SPACING_MARGIN_MS / 1000)
-
-
 def profile_text(replicas: int = REPLICAS) -> str:
     """What the WAN rows are, for the report."""
     return (
@@ -241,16 +258,14 @@ def profile_text(replicas: int = REPLICAS) -> str:
         f"one stand-in ({UPSTREAM_PATH.describe()}; the gateway trusts the stand-in's generated CA with "
         f"`--upstream-ca-file`), a fresh one per row, shared by the {replicas} replicas. Redis: each replica "
         f"reaches one fresh redis-server through its own stand-in ({REDIS_PATH.describe()}) with "
-        f"`--redis-timeout-s {REDIS_TIMEOUT_S}`. Both WAN rows run at `--spacing-margin-ms {SPACING_MARGIN_MS}`: "
-        f"δ must cover the jitter from grant to the upstream's arrival, here the upstream path's ±"
-        f"{UPSTREAM_PATH.jitter_ms:g} ms (a spread of {2 * UPSTREAM_PATH.jitter_ms:g} ms) plus a send guard, so the "
-        f"ceiling by design is at most 1 / (1 + δ) = {ceiling():.3f} of the cap at that floor, lower as δ adapts to "
-        "the measured spread of answer times (the path's and the simulator's ±20 ms processing jitter; the loopback "
-        "rows: default floor δ = 20 ms, 0.980 at most). The Redis path's jitter does not enter δ: a shared slot is "
-        "a moment on Redis's clock, turned into "
-        "a local moment with the replica's estimate of that clock, not the moment its reply arrived. "
+        f"`--redis-timeout-s {REDIS_TIMEOUT_S}`. Every row runs at the shipped defaults: δ adapts to the measured "
+        "spread of answer times (on the WAN rows, the upstream path's jitter plus the send guard; the simulator of "
+        "these rows answers in a fixed 80 ms, so the spread is the path's), and each row's notes give δ after the "
+        "run and the ceiling by design 1 / (1 + δ). The Redis path's jitter does not enter δ: a shared slot is a "
+        "moment on Redis's clock, turned into a local moment with the replica's estimate of that clock, not the "
+        "moment its reply arrived. "
         "*Utilisation* is computed as for the loopback rows, from the client's answers; behind a WAN an answer "
-        f"trails its upstream call by the simulator's 80 ± 20 ms, the way back's {UPSTREAM_PATH.latency_ms:g} ± "
+        f"trails its upstream call by the simulator's 80 ms, the way back's {UPSTREAM_PATH.latency_ms:g} ± "
         f"{UPSTREAM_PATH.jitter_ms:g} ms and, for replicas, Redis round trips (storing the answer, releasing the "
         "fill lease) over the jittery Redis path, so over a short backlog that span can be hundreds of ms off. The "
         "WAN rows therefore also stamp every call where it reaches the simulator (`bench/tap.py`: a plain TCP relay "
@@ -274,7 +289,7 @@ def reading_text(runs: Sequence[MissRun]) -> str:
         verdict = "meets the target" if not failed else "does **not** meet the target for " + ", ".join(failed)
         return f"{run.label}: {figures}, which {verdict}"
 
-    return (f"*Under a WAN profile* (δ = {SPACING_MARGIN_MS} ms, ceiling {ceiling():.3f}): "
+    return ("*Under a WAN profile* (shipped defaults, δ adaptive; see each row's notes for δ and the ceiling): "
             + "; ".join(one(run) for run in runs) + ".")
 
 
@@ -288,7 +303,7 @@ def summary(runs: Sequence[MissRun]) -> str:
                         f"{r.utilisation:.3f} (from arrivals: {'-' if tapped is None else f'{tapped:.3f}'}), "
                         f"throttled {r.throttled}, max_in_any_1s {r.max_in_any_1s}, "
                         f"answers {r.answers}: {'met' if run.met(r) else 'NOT MET'} "
-                        f"(>= {TARGET_UTILISATION}, 0 throttled, <= cap)")
+                        f"(>= {run.target}, 0 throttled, <= cap)")
         rows += [f"  {note}" for note in run.notes]
     return "\n".join(rows)
 
@@ -303,7 +318,7 @@ def main() -> None:
         signal.signal(sig, _stop_on_signal)
     with tempfile.TemporaryDirectory(prefix="cams-bench-wan-") as tmp, Procs(Path(tmp)) as procs:
         try:
-            simulator = procs.simulator()
+            simulator = fixed_simulator(procs)
             runs = run_wan(procs, simulator)
         except BaseException:
             for proc in procs.started:

@@ -234,7 +234,8 @@ class Coordinator:
         lead = self.clock.lead(self.horizon_s / 2)
         try:
             reservation = await self.budget.reserve(action, interval, min(self.horizon_s, max(0.0, remaining)),
-                                                    lead, cap=cap, replica=self.heartbeat.replica_id)
+                                                    lead, cap=cap, replica=self.heartbeat.replica_id,
+                                                    learning=not self.margin.learned)
         except BudgetUnavailable as exc:
             self.record_failure(exc)
             return None

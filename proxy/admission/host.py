@@ -25,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
 import orjson
 
 from proxy.admission.host_budget import BUDGET_SOCKET_ENV, MAX_LINE_BYTES
+from proxy.admission.margin import GUARD_S, AdaptiveMargin
 from proxy.errors import Overloaded
 from proxy.logs import get_logger
 
@@ -68,11 +69,14 @@ class HostBudget:
     """
 
     def __init__(self, path: str | None, margin_s: float, *, reply_timeout_s: float = 1.0,
-                 late_guard_s: float | None = None) -> None:
+                 late_guard_s: float | None = None, learned: Callable[[], bool] = lambda: True) -> None:
         self.path = path
         self.margin_s = margin_s
         self.workers = 1
-        self.late_guard_s = margin_s / 4 if late_guard_s is None else late_guard_s
+        self.late_guard_s = min(margin_s, GUARD_S) if late_guard_s is None else late_guard_s
+        #: Whether this worker's margin is measured yet (`AdaptiveMargin.learned`): a learning worker's spacing
+        #: is not remembered for the others.
+        self.learned = learned
         self.reply_timeout_s = reply_timeout_s
         self.stats = HostBudgetStats()
         self._lock = asyncio.Lock()
@@ -82,12 +86,12 @@ class HostBudget:
         self._last_error: str | None = None
 
     @classmethod
-    def for_worker(cls, workers: int, margin_s: float, environ: Mapping[str, str]) -> HostBudget | None:
+    def for_worker(cls, workers: int, margin: AdaptiveMargin, environ: Mapping[str, str]) -> HostBudget | None:
         """The host budget of a ``--workers`` worker without Redis, or None for a single process."""
         path = environ.get(BUDGET_SOCKET_ENV) or None
         if path is None and workers <= 1:
             return None
-        budget = cls(path, margin_s)
+        budget = cls(path, margin.floor_s, late_guard_s=margin.guard_s, learned=lambda: margin.learned)
         budget.workers = max(1, workers)
         return budget
 
@@ -174,7 +178,8 @@ class HostBudget:
             reader, writer = self._reader, self._writer
             assert reader is not None and writer is not None
             request_id = next(self._ids)
-            line = orjson.dumps({"id": request_id, "action": action, "interval": interval, "by": grant_by})
+            line = orjson.dumps({"id": request_id, "action": action, "interval": interval, "by": grant_by,
+                                 "learning": not self.learned()})
             done = False
             try:
                 async with asyncio.timeout(self.reply_timeout_s):

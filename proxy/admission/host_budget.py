@@ -15,13 +15,15 @@ whichever workers take them, so any ``cap + 1`` of them span ``cap·T = 1 s + δ
   what every worker's asyncio ``loop.time()`` reads, so a slot is answered as an *absolute* time that the
   worker sleeps until: no clock offset and no round-trip lateness enters the spacing;
 * workers measure their own margin δ (`proxy.admission.margin`), so they may ask with different ``T``: the
-  widest ``T`` asked for an action in the last `WIDEST_MEMORY_S` is used (as the Redis script does);
+  widest ``T`` asked for an action in the last `WIDEST_MEMORY_S` is used (as the Redis script does). A worker
+  still learning its path asks with the ceiling's ``T`` marked ``"learning": true``: its own slots get that
+  spacing after them, but it is not remembered for the others (a guess must not slow every worker for 10 s);
 * the supervisor is the single point of decision: if it dies, workers get no more slots and spend
   nothing (they refuse misses; hits keep flowing).
 
 Wire protocol: newline-delimited JSON, one request and one reply per line, in order per connection::
 
-    -> {"id": 7, "action": "GetChatappTemplateDetail", "interval": 0.204, "by": 12345.6}
+    -> {"id": 7, "action": "GetChatappTemplateDetail", "interval": 0.204, "by": 12345.6, "learning": false}
     <- {"id": 7, "granted": true, "at": 12345.1, "wait": 0.08}      (or granted false: the slot is after "by")
     <- {"id": 7, "error": "..."}                                    (a malformed request; nothing reserved)
 
@@ -83,8 +85,10 @@ class HostGcra:
         """The spacing in force for ``action`` (the widest asked for recently), or None before its first request."""
         return self._interval.get(action)
 
-    def reserve(self, action: str, interval_s: float, max_wait_s: float, now: float) -> Decision:
-        """Reserve the next slot of ``action`` if it comes within ``max_wait_s`` of ``now``.
+    def reserve(self, action: str, interval_s: float, max_wait_s: float, now: float, *,
+                learning: bool = False) -> Decision:
+        """Reserve the next slot of ``action`` if it comes within ``max_wait_s`` of ``now``. A ``learning``
+        request's interval spaces its own slot but is not remembered as the widest.
 
         Raises `ValueError` for a non-positive or non-finite interval, a non-finite wait, or one action too many.
         """
@@ -95,7 +99,10 @@ class HostGcra:
         known = self._interval.get(action)
         if known is None and len(self._interval) >= self._max_actions:
             raise ValueError(f"too many actions (at most {self._max_actions})")
-        if known is None or interval_s >= known or now - self._widest_at.get(action, now) > WIDEST_MEMORY_S:
+        expired = known is None or now - self._widest_at.get(action, now) > WIDEST_MEMORY_S
+        if learning:
+            interval = interval_s if expired or known is None else max(interval_s, known)
+        elif expired or known is None or interval_s >= known:
             self._interval[action] = interval = interval_s
             self._widest_at[action] = now
         else:
@@ -132,7 +139,10 @@ def decide(gcra: HostGcra, line: bytes, now: float) -> bytes:
             raise BadRequest("interval must be a number of seconds")
         if isinstance(by, bool) or not isinstance(by, int | float):
             raise BadRequest("by must be a monotonic time in seconds")
-        decision = gcra.reserve(action, float(interval), float(by) - now, now)
+        learning = request.get("learning", False)
+        if not isinstance(learning, bool):
+            raise BadRequest("learning must be true or false")
+        decision = gcra.reserve(action, float(interval), float(by) - now, now, learning=learning)
     except ValueError as exc:
         return orjson.dumps({"id": request_id, "error": str(exc)}) + b"\n"
     return orjson.dumps({"id": request_id, "granted": decision.granted, "at": decision.at,

@@ -19,7 +19,11 @@ itself: after local sends it takes no shared slot for a window). Those keys shar
 Replicas measure their own margin δ (`proxy.admission.margin`), so they may ask with different ``T``: the
 script spaces every slot by the widest ``T`` any replica asked with in the last `WIDEST_MEMORY_S` (a second
 key, refreshed by every request that asks with it), so one replica that sees a jittery path or a throttle
-widens the spacing for all, and it narrows again 10 s after the last replica asked that wide.
+widens the spacing for all, and it narrows again 10 s after the last replica asked that wide. A replica still
+learning its path (`AdaptiveMargin.learned` false) asks with the ceiling's ``T`` but does not refresh that key:
+its own slots are spaced that wide after them, and a guess does not slow every replica for 10 s. (Replicas
+share the upstream path, so what the others measured covers a newcomer's arrivals too; when all are learning,
+every slot is spaced by the ceiling.)
 
 Consecutive reserved slots are then at least ``T = (1 s + δ) / R`` apart on one clock, whichever replicas
 reserve them, so any ``R + 1`` of them span ``1 s + δ``. The replica turns the slot into a local moment
@@ -51,7 +55,9 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local interval = tonumber(ARGV[1])
 local widest = tonumber(redis.call('GET', KEYS[2]) or '0')
 if interval >= widest then
-  redis.call('SET', KEYS[2], string.format('%.0f', interval), 'PX', tonumber(ARGV[4]))
+  if ARGV[9] ~= '1' then
+    redis.call('SET', KEYS[2], string.format('%.0f', interval), 'PX', tonumber(ARGV[4]))
+  end
 else
   interval = widest
 end
@@ -124,11 +130,11 @@ class RedisBudget:
                          into=BudgetUnavailable)
 
     async def reserve(self, action: str, interval_s: float, max_wait_s: float, lead_s: float = 0.0, *,
-                      cap: int, replica: str = "") -> Reservation:
+                      cap: int, replica: str = "", learning: bool = False) -> Reservation:
         """Reserve the next shared slot for ``action`` if it comes within ``max_wait_s``, and no sooner than
         ``lead_s`` after Redis's now (so the reply can arrive before the slot); spaced for what of ``cap`` is not
         held back for replicas cut from Redis (other than ``replica``, the caller: it keeps its own local sends
-        and shared slots apart in time)."""
+        and shared slots apart in time). A ``learning`` caller's interval is not remembered as the widest."""
         interval_us = max(1, math.ceil(interval_s * 1_000_000))
         max_wait_us = max(0, math.floor(max_wait_s * 1_000_000))
         lead_us = max(0, math.ceil(lead_s * 1_000_000))
@@ -136,7 +142,7 @@ class RedisBudget:
         granted, wait_us, seconds, micros, held = await redis_call(
             self._script(keys=[budget_key(ak, action), widest_key(ak, action), leases_key(ak), shares_key(ak)],
                          args=[interval_us, max_wait_us, lead_us, int(WIDEST_MEMORY_S * 1000), cap, action,
-                               int(STALE_S * 1000), replica]),
+                               int(STALE_S * 1000), replica, "1" if learning else "0"]),
             "budget reserve", into=BudgetUnavailable)
         return Reservation(bool(int(granted)), int(wait_us) / 1_000_000, int(seconds) + int(micros) / 1_000_000,
                            int(held))

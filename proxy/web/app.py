@@ -110,7 +110,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         cache = kit.cache
         await kit.start(owner)
     app[REPLICA_KIT] = kit
-    host = None if kit else HostBudget.for_worker(settings.workers, margin, os.environ)  # --workers, no Redis
+    host = None if kit else HostBudget.for_worker(settings.workers, adaptive, os.environ)  # --workers, no Redis
     if host is not None:
         owner.spawn(host.run(), name="host-budget")
     client = UpstreamClient(settings.upstream, source.current, timeout=settings.upstream_timeout_s,

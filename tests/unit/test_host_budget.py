@@ -12,6 +12,7 @@ import pytest
 
 from proxy.admission.host import HostBudget
 from proxy.admission.host_budget import WIDEST_MEMORY_S, HostBudgetServer, HostGcra, decide
+from proxy.admission.margin import AdaptiveMargin
 from proxy.admission.spacing import spacing_interval
 from proxy.errors import Overloaded
 
@@ -58,6 +59,28 @@ def test_the_widest_interval_narrows_again_once_nobody_asked_with_it_for_a_while
     assert gcra.interval(TEMPLATE) == wide  # asked for recently: still in force
     gcra.reserve(TEMPLATE, narrow, 100.0, now=WIDEST_MEMORY_S + 1)
     assert gcra.interval(TEMPLATE) == narrow  # the wide worker stopped asking 10 s ago (its margin narrowed)
+
+
+def test_a_learning_workers_interval_spaces_its_own_slot_but_is_not_remembered() -> None:
+    gcra = HostGcra()
+    learning, measured = spacing_interval(5, 0.25), spacing_interval(5, MARGIN)
+    first = gcra.reserve(TEMPLATE, measured, 100.0, now=0.0)
+    second = gcra.reserve(TEMPLATE, learning, 100.0, now=0.0, learning=True)
+    third = gcra.reserve(TEMPLATE, measured, 100.0, now=0.0)
+    assert second.at - first.at == pytest.approx(measured)  # the gap before it was set by the slot before
+    assert third.at - second.at == pytest.approx(learning)  # the learning worker's slot is spaced wide after it
+    assert gcra.interval(TEMPLATE) == measured  # but its guess is not imposed on the others for 10 s
+    fourth = gcra.reserve(TEMPLATE, measured, 100.0, now=0.0)
+    assert fourth.at - third.at == pytest.approx(measured)
+    alone = HostGcra()
+    a = alone.reserve(TEMPLATE, learning, 100.0, now=0.0, learning=True)
+    b = alone.reserve(TEMPLATE, learning, 100.0, now=0.0, learning=True)
+    assert b.at - a.at == pytest.approx(learning)  # every worker learning: every slot spaced wide
+    wider = HostGcra()
+    wider.reserve(TEMPLATE, spacing_interval(5, 0.3), 100.0, now=0.0)
+    c = wider.reserve(TEMPLATE, learning, 100.0, now=0.0, learning=True)
+    d = wider.reserve(TEMPLATE, learning, 100.0, now=0.0, learning=True)
+    assert d.at - c.at == pytest.approx(spacing_interval(5, 0.3))  # a measured wider spacing still holds
 
 
 def test_the_largest_interval_seen_wins() -> None:
@@ -117,7 +140,8 @@ def test_the_line_protocol_answers_absolute_slot_times_and_errors() -> None:
     late = orjson.dumps({"id": 4, "action": TEMPLATE, "interval": 0.25, "by": 10.4})
     assert orjson.loads(decide(gcra, late, now=10.0)) == {"id": 4, "granted": False, "at": 10.5, "wait": 0.5}
     for bad in (b"nope", b"[]", b'{"id":5,"action":"","interval":1,"by":1}',
-                b'{"id":5,"action":"x","interval":true,"by":1}', b'{"id":5,"action":"x","interval":1}'):
+                b'{"id":5,"action":"x","interval":true,"by":1}', b'{"id":5,"action":"x","interval":1}',
+                b'{"id":5,"action":"x","interval":1,"by":1,"learning":"yes"}'):
         answer = orjson.loads(decide(gcra, bad, now=10.0))
         assert "error" in answer and "granted" not in answer
 
@@ -165,8 +189,8 @@ async def test_a_client_without_its_supervisor_refuses_and_recovers(tmp_path: Pa
 
 
 async def test_a_worker_started_without_the_socket_refuses_every_miss() -> None:
-    assert HostBudget.for_worker(1, MARGIN, {}) is None
-    budget = HostBudget.for_worker(4, MARGIN, {})
+    assert HostBudget.for_worker(1, AdaptiveMargin(MARGIN), {}) is None
+    budget = HostBudget.for_worker(4, AdaptiveMargin(MARGIN), {})
     assert budget is not None
     with pytest.raises(Overloaded, match="without the supervisor"):
         await budget.slot(TEMPLATE, 5, 0.2, asyncio.get_running_loop().time() + 5)
