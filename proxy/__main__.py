@@ -171,10 +171,10 @@ def supervise_workers(settings: GatewaySettings, argv: Sequence[str], env: Mappi
 
 
 def run_gateway(settings: GatewaySettings, worker: int | None = None) -> None:
+
     from proxy.runner import bind, serve_forever
     from proxy.tenants import TenantsFileError, load_tenants
-    from proxy.web.app import create_app
-    from proxy.web.server import runner_for
+    from proxy.web.app import create_app, gateway_runner
 
     log = get_logger("proxy.gateway")
     try:
@@ -198,7 +198,7 @@ def run_gateway(settings: GatewaySettings, worker: int | None = None) -> None:
             worker=worker,
         )
 
-    asyncio.run(serve_forever(app, sock, ready, runner_factory=runner_for, grace_s=settings.shutdown_grace_s))
+    asyncio.run(serve_forever(app, sock, ready, runner_factory=gateway_runner, grace_s=settings.shutdown_grace_s))
     log.info("gateway stopped", worker=worker)
 
 

@@ -378,6 +378,11 @@ class GatewaySettings:
     redis_timeout_s: float = 0.25
     workers: int = 1
     shutdown_grace_s: float = 20.0
+    header_timeout_s: float = 5.0
+    body_timeout_s: float = 10.0
+    idle_timeout_s: float = 30.0
+    max_connections: int = 1024
+    upstream_max_answer_bytes: int = 1024 * 1024
     budget_mode: str = "enforce"
     admin_token: Secret | None = None
     callback_token: Secret | None = None
@@ -526,6 +531,18 @@ GATEWAY_OPTIONS: Final = (
            "the upstream may throttle)", "MODE"),
     Option("shutdown_grace_s", "--shutdown-grace-s", "PROXY_SHUTDOWN_GRACE_S", positive_float, 20.0,
            "on SIGTERM: queued misses are answered 503 + Retry-After at once; calls in flight get this long", "S"),
+    Option("header_timeout_s", "--header-timeout-s", "PROXY_HEADER_TIMEOUT_S", positive_float, 5.0,
+           "longest from a request's first byte to the end of its headers; then 408 and the connection closes", "S"),
+    Option("body_timeout_s", "--body-timeout-s", "PROXY_BODY_TIMEOUT_S", positive_float, 10.0,
+           "longest to read a request's body (a Content-Length over 64 KiB is refused with 413 before reading)",
+           "S"),
+    Option("idle_timeout_s", "--idle-timeout-s", "PROXY_IDLE_TIMEOUT_S", positive_float, 30.0,
+           "a keep-alive connection with no request for this long is closed", "S"),
+    Option("max_connections", "--max-connections", "PROXY_MAX_CONNECTIONS", positive_int, 1024,
+           "client connections open at once per process; one more is answered 503 and closed", "N"),
+    Option("upstream_max_answer_bytes", "--upstream-max-answer-bytes", "CAMS_MAX_ANSWER_BYTES", positive_int,
+           1024 * 1024, "largest upstream answer read; a longer one is an invalid answer (502, never cached)",
+           "BYTES"),
     Option("admin_token", None, "PROXY_ADMIN_TOKEN", _secret, None,
            "bearer token of the admin API (/admin/...; unset: the admin API is off); never a tenant's token",
            secret=True),

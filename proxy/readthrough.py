@@ -49,7 +49,15 @@ from proxy.tags import tags_for, waba_link
 from proxy.tasks import TaskOwner
 from proxy.upstream.client import UpstreamClient, UpstreamResponse
 from proxy.upstream.connections import Connection
-from proxy.upstream.errors import Outcome, SendWindowMissed, UpstreamError, UpstreamTimeout, classify
+from proxy.upstream.errors import (
+    INVALID_ANSWER,
+    Outcome,
+    SendWindowMissed,
+    UpstreamError,
+    UpstreamInvalidAnswer,
+    UpstreamTimeout,
+    classify,
+)
 
 if TYPE_CHECKING:
     from proxy.refresh import RefreshAhead
@@ -503,8 +511,12 @@ class ReadThrough:
             self.counters.upstream_calls += 1
             upstream_time += response.elapsed
             queue.observe_upstream_time(response.elapsed)
-            last, last_error = response, None
             classified = classify(response.status, response.body)
+            if classified.code == INVALID_ANSWER:  # never passed on, never cached: retried like a fault
+                last_error = UpstreamInvalidAnswer(f"HTTP {response.status}, {len(response.body)} bytes, not a JSON "
+                                                   "object with Code")
+            else:
+                last, last_error = response, None
             self.metrics.count_upstream(spec.name, classified.outcome.value, response.elapsed)
             if classified.outcome is Outcome.FAULT:
                 self.counters.upstream_failures_in_a_row += 1
@@ -522,6 +534,8 @@ class ReadThrough:
                 self.counters.upstream_faults += 1
             if classified.outcome.retryable and attempt < self._attempts and loop.time() < demand.deadline:
                 continue
+            if classified.code == INVALID_ANSWER:
+                break
             now = self._wall()
             windows = self.lifetimes.windows(classified.outcome, self._ttl(spec.name), now)
             fresh_until, stale_until = windows or (now, now)
@@ -533,6 +547,10 @@ class ReadThrough:
                 if stored:
                     await self._tag(spec, params, key, entry.body)
             return Fill(entry, classified.outcome, classified.code, attempt, queued_for, upstream_time, stored)
+        if isinstance(last_error, UpstreamInvalidAnswer):
+            log.warning("upstream answer invalid", action=spec.name, error=str(last_error))
+            raise UpstreamFailed(f"The upstream's answer to {spec.name} was not a valid CAMS answer "
+                                 f"({last_error}); nothing was cached.", code=INVALID_ANSWER, status=502)
         if last is not None:
             classified = classify(last.status, last.body)
             now = self._wall()

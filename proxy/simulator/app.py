@@ -29,7 +29,7 @@ from proxy.logs import get_logger
 from proxy.simulator.admin import add_admin_routes
 from proxy.simulator.business import ANSWERERS, success_body
 from proxy.simulator.errors import CODES, error_body, new_request_id
-from proxy.simulator.faults import Fault, decide, latency_seconds
+from proxy.simulator.faults import BROKEN, Fault, broken_body, decide, latency_seconds
 from proxy.simulator.fixtures import FixtureStore, load_document
 from proxy.simulator.state import ActionStats, SimulatorState
 from proxy.upstream.signing import ReceivedRequest, SignatureError, verify_v1, verify_v3
@@ -114,7 +114,7 @@ def _route(request: web.Request, params: dict[str, str]) -> str:
 
 
 async def _serve_call(state: SimulatorState, stats: ActionStats, action: str, access_key_id: str,
-                      params: dict[str, str], request_id: str) -> tuple[dict[str, Any], int]:
+                      params: dict[str, str], request_id: str) -> tuple[dict[str, Any], int, Fault]:
     plan = state.plan(action)
     fault = decide(plan, state.rng)
     loop = asyncio.get_running_loop()
@@ -132,8 +132,11 @@ async def _serve_call(state: SimulatorState, stats: ActionStats, action: str, ac
     answer = ANSWERERS[action](state.store, params)
     if not answer.ok:
         raise CallError(answer.code, answer.message, answer.http_status, counter="business_errors")
-    stats.ok += 1
-    return success_body(action, answer, request_id), 200
+    if fault in BROKEN:
+        stats.faults += 1
+    else:
+        stats.ok += 1
+    return success_body(action, answer, request_id), 200, fault
 
 
 async def handle_api(request: web.Request) -> web.Response:
@@ -149,8 +152,13 @@ async def handle_api(request: web.Request) -> web.Response:
         stats = state.stats[action]
         stats.calls += 1
         access_key_id = _authenticate(state, request, body, query, form)
-        payload, status = await _serve_call(state, stats, action, access_key_id, params, request_id)
+        payload, status, fault = await _serve_call(state, stats, action, access_key_id, params, request_id)
         response = json_response(payload, status, request_id)
+        if fault in BROKEN:  # a misbehaving upstream: a 200 whose body is not the answer (not remembered)
+            broken = broken_body(fault, state.plan(action), bytes(response.body))  # type: ignore[arg-type]
+            return web.Response(body=broken, status=200, headers={
+                "Content-Type": "text/html" if fault is Fault.HTML else "application/json;charset=utf-8",
+                "x-acs-request-id": request_id})
         state.remember(request_id, bytes(response.body))  # type: ignore[arg-type]
         return response
     except CallError as exc:

@@ -18,6 +18,14 @@ class Fault(Enum):
     ERROR_503 = "error_503"
     ERROR_500 = "error_500"
     HANG = "hang"  # sleep hang_ms, then 504 GatewayTimeout
+    # A misbehaving upstream (or something in front of it): an HTTP 200 that is not a CAMS answer.
+    HTML = "html"  # a maintenance page
+    TRUNCATED = "truncated"  # the first half of the real JSON answer
+    HUGE = "huge"  # huge_bytes of bytes
+
+
+#: The faults that answer 200 with a body that is not a CAMS answer.
+BROKEN = frozenset({Fault.HTML, Fault.TRUNCATED, Fault.HUGE})
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,10 @@ class FaultPlan:
     hang_rate: float = 0.0
     hang_ms: float = 30_000.0
     throttle_rate: float = 0.0
+    html_rate: float = 0.0
+    truncated_rate: float = 0.0
+    huge_rate: float = 0.0
+    huge_bytes: float = 10 * 1024 * 1024
 
     def updated(self, changes: dict[str, Any]) -> FaultPlan:
         """A copy with ``changes`` applied; raises ValueError naming a bad field or value."""
@@ -55,6 +67,9 @@ def decide(plan: FaultPlan, rng: random.Random) -> Fault:
         (Fault.HANG, plan.hang_rate),
         (Fault.ERROR_503, plan.error_rate / 2),
         (Fault.ERROR_500, plan.error_rate / 2),
+        (Fault.HTML, plan.html_rate),
+        (Fault.TRUNCATED, plan.truncated_rate),
+        (Fault.HUGE, plan.huge_rate),
     ):
         if draw < rate:
             return fault
@@ -65,3 +80,17 @@ def decide(plan: FaultPlan, rng: random.Random) -> Fault:
 def latency_seconds(plan: FaultPlan, rng: random.Random) -> float:
     jitter = rng.uniform(-plan.jitter_ms, plan.jitter_ms) if plan.jitter_ms else 0.0
     return max(0.0, plan.latency_ms + jitter) / 1000.0
+
+
+#: What the HTML fault answers (with 200 and text/html).
+MAINTENANCE_PAGE = (b"<!DOCTYPE html><html><head><title>503 Service Temporarily Unavailable</title></head>"
+                    b"<body><h1>Down for maintenance</h1><p>Please try again later.</p></body></html>")
+
+
+def broken_body(fault: Fault, plan: FaultPlan, real: bytes) -> bytes:
+    """The body of a broken 200 (`Fault.HTML`, `TRUNCATED` or `HUGE`)."""
+    if fault is Fault.HTML:
+        return MAINTENANCE_PAGE
+    if fault is Fault.TRUNCATED:
+        return real[: max(1, len(real) // 2)]
+    return b"x" * int(plan.huge_bytes)

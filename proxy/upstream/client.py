@@ -39,11 +39,11 @@ from yarl import URL
 
 from proxy.actions import API_VERSION
 from proxy.upstream.connections import Connection, ConnectionPool
-from proxy.upstream.errors import SendWindowMissed, UpstreamTimeout, UpstreamUnreachable
+from proxy.upstream.errors import SendWindowMissed, UpstreamInvalidAnswer, UpstreamTimeout, UpstreamUnreachable
 from proxy.upstream.signing import Credentials, format_date, sign_v3
 
-#: Largest upstream answer read (CAMS answers are a few KiB); a longer one is a call with no usable answer.
-MAX_ANSWER_BYTES: Final = 4 * 1024 * 1024
+#: Largest upstream answer read by default (CAMS answers are a few KiB; ``--upstream-max-answer-bytes``).
+MAX_ANSWER_BYTES: Final = 1024 * 1024
 READ_CHUNK: Final = 64 * 1024
 
 
@@ -77,17 +77,27 @@ def tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
     return context
 
 
-def _decoded(body: bytes, encoding: str) -> bytes:
+def _decoded(body: bytes, encoding: str, limit: int = MAX_ANSWER_BYTES) -> bytes:
+    """The body without its Content-Encoding, never more than ``limit`` bytes (a compressed answer that would
+    expand past it is an invalid answer, so a small gzip bomb cannot take the gateway's memory)."""
     if encoding in ("", "identity"):
         return body
     if encoding in ("gzip", "x-gzip"):
-        return zlib.decompress(body, wbits=16 + zlib.MAX_WBITS)
+        return _inflate(body, 16 + zlib.MAX_WBITS, limit)
     if encoding == "deflate":
         try:
-            return zlib.decompress(body)
+            return _inflate(body, zlib.MAX_WBITS, limit)
         except zlib.error:
-            return zlib.decompress(body, wbits=-zlib.MAX_WBITS)
+            return _inflate(body, -zlib.MAX_WBITS, limit)
     raise UpstreamUnreachable(f"the upstream answered with an unknown Content-Encoding {encoding!r}")
+
+
+def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=wbits)
+    out = inflater.decompress(body, limit + 1)
+    if len(out) > limit:
+        raise UpstreamInvalidAnswer(f"the answer expands to more than {limit} bytes")
+    return out
 
 
 class UpstreamClient:
@@ -105,6 +115,7 @@ class UpstreamClient:
         ca_file: Path | None = None,
         clock: Callable[[], datetime] = _utc_now,
         nonce: Callable[[], str] = _new_nonce,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self._endpoint = URL(str(endpoint))
         if not self._endpoint.is_absolute() or self._endpoint.scheme not in {"http", "https"}:
@@ -119,6 +130,7 @@ class UpstreamClient:
         self._timeout = timeout
         self._clock = clock
         self._nonce = nonce
+        self._max_answer_bytes = max_answer_bytes
 
     @property
     def endpoint(self) -> URL:
@@ -196,7 +208,7 @@ class UpstreamClient:
         except TimeoutError as exc:
             self.pool.discard(connection)
             raise UpstreamTimeout(f"{action}: no answer within {self._timeout}s") from exc
-        except UpstreamUnreachable:
+        except (UpstreamUnreachable, UpstreamInvalidAnswer):
             self.pool.discard(connection)
             raise
         except (OSError, h11.ProtocolError, zlib.error) as exc:
@@ -208,9 +220,13 @@ class UpstreamClient:
         self.pool.checkin(connection)
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in response.headers}
         retry_after = headers.get("x-acs-retry-after", "")
+        try:
+            decoded = _decoded(body, headers.get("content-encoding", "").strip().lower(), self._max_answer_bytes)
+        except zlib.error as exc:
+            raise UpstreamInvalidAnswer(f"{action}: the answer's Content-Encoding does not decode") from exc
         return UpstreamResponse(
             status=response.status_code,
-            body=_decoded(body, headers.get("content-encoding", "").strip().lower()),
+            body=decoded,
             content_type=headers.get("content-type", ""),
             request_id=headers.get("x-acs-request-id"),
             retry_after_ms=int(retry_after) if retry_after.isdigit() else None,
@@ -235,10 +251,14 @@ class UpstreamClient:
                 continue
             if isinstance(event, h11.Response):
                 response = event
+                declared = dict(event.headers).get(b"content-length", b"")
+                if declared.isdigit() and int(declared) > self._max_answer_bytes:
+                    raise UpstreamInvalidAnswer(f"the answer declares {int(declared)} bytes, more than "
+                                                f"{self._max_answer_bytes}")
             elif isinstance(event, h11.Data):
                 size += len(event.data)
-                if size > MAX_ANSWER_BYTES:
-                    raise UpstreamUnreachable(f"the upstream answer is larger than {MAX_ANSWER_BYTES} bytes")
+                if size > self._max_answer_bytes:
+                    raise UpstreamInvalidAnswer(f"the answer is larger than {self._max_answer_bytes} bytes")
                 chunks.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
                 if response is None:

@@ -14,14 +14,16 @@ alone whether to cache (`proxy.freshness.RULES`), retry or pass the answer on::
                     HTTP 429
     AUTH_ERROR      the gateway's own key or signature answer as is, never cache, never retry
                     was refused (SignatureDoesNotMatch, InvalidAccessKeyId.*, …)
-    FAULT           HTTP 5xx or a body that is not     retry through the queue, never cache
-                    JSON
+    FAULT           HTTP 5xx, or an invalid answer:    retry through the queue, never cache; an
+                    a body that is not a JSON object,  invalid answer is never passed on (after the
+                    or a 2xx without ``Code``          attempts: 502 Proxy.UpstreamInvalidAnswer)
 
 Exceptions (no HTTP answer at all)::
 
     UpstreamError
     ├── UpstreamTimeout       no complete answer within the client's timeout
-    └── UpstreamUnreachable   connection refused, reset, DNS or TLS failure
+    ├── UpstreamUnreachable   connection refused, reset, DNS or TLS failure
+    └── UpstreamInvalidAnswer an answer over the size bound (read no further; the connection is dropped)
     SendWindowMissed          not sent at all: too late for its slot (not an upstream error)
 """
 
@@ -44,6 +46,14 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamUnreachable(UpstreamError):
     """The connection failed (refused, reset, DNS, TLS)."""
+
+
+class UpstreamInvalidAnswer(UpstreamError):
+    """An answer that cannot be passed on: over the size bound, or (classified) not a JSON object with Code."""
+
+
+#: The code of an answer that is not the upstream's shape (classified as a FAULT, never passed on).
+INVALID_ANSWER: Final = "Proxy.UpstreamInvalidAnswer"
 
 
 class SendWindowMissed(Exception):
@@ -106,8 +116,10 @@ def classify(status: int, body: bytes) -> Classified:
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return Classified(Outcome.FAULT, f"InvalidResponse.{status}")
-    code = str(parsed.get("Code", "")) if isinstance(parsed, dict) else ""
+        return Classified(Outcome.FAULT, INVALID_ANSWER)
+    if not isinstance(parsed, dict) or (200 <= status < 300 and "Code" not in parsed):
+        return Classified(Outcome.FAULT, INVALID_ANSWER)
+    code = str(parsed.get("Code", ""))
     if status == 429 or code.startswith("Throttling"):
         return Classified(Outcome.THROTTLED, code or "Throttling")
     by_code = CODE_OUTCOMES.get(code)

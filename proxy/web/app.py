@@ -61,6 +61,7 @@ from proxy.web.headers import (
     rate_limit_policy,
 )
 from proxy.web.rendering import error_response, new_request_id, request_id_for
+from proxy.web.server import EdgeLimits, EdgeStats, runner_for
 
 MAX_LINE_BYTES: Final = 8190
 MAX_BODY_BYTES: Final = 64 * 1024
@@ -73,6 +74,7 @@ DIRECTORY: Final = web.AppKey("directory", TenantDirectory)
 REPLICA_KIT: Final[web.AppKey[ReplicaKit | None]] = web.AppKey("replica_kit")
 METRICS: Final = web.AppKey("metrics", Metrics)
 CREDENTIALS: Final = web.AppKey("credentials", CredentialSource)
+EDGE_STATS: Final = web.AppKey("edge_stats", EdgeStats)
 
 log = get_logger("proxy.access")
 
@@ -115,7 +117,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         owner.spawn(host.run(), name="host-budget")
     client = UpstreamClient(settings.upstream, source.current, timeout=settings.upstream_timeout_s,
                             connect_timeout=settings.upstream_connect_timeout_s,
-                            keepalive_s=settings.upstream_keepalive_s, ca_file=settings.upstream_ca_file)
+                            keepalive_s=settings.upstream_keepalive_s, ca_file=settings.upstream_ca_file,
+                            max_answer_bytes=settings.upstream_max_answer_bytes)
     queues = {
         name: UpstreamQueue(name, settings.local_cap(name), adaptive, settings.queue_bound(name),
                             coordinator=kit.coordinator if kit else host, weight=app[DIRECTORY].weight,
@@ -429,12 +432,25 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
+def edge_limits(settings: GatewaySettings) -> EdgeLimits:
+    """The HTTP edge's bounds (`proxy.web.server`) from the settings."""
+    return EdgeLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
+                      idle_timeout_s=settings.idle_timeout_s, max_connections=settings.max_connections,
+                      max_body_bytes=MAX_BODY_BYTES)
+
+
+def gateway_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
+    """The runner that serves the gateway: the bounded HTTP edge, its counters in ``app[EDGE_STATS]``."""
+    return runner_for(app, edge_limits(app[SETTINGS]), app[EDGE_STATS], **kwargs)
+
+
 def create_app(settings: GatewaySettings, directory: TenantDirectory | None = None) -> web.Application:
     """The gateway. No middleware: the call handler renders its own errors (cheaper on the hit path), and a
     catch-all route answers unknown paths in the upstream shape."""
     app = web.Application(client_max_size=MAX_BODY_BYTES,
                           handler_args={"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_LINE_BYTES})
     app[SETTINGS] = settings
+    app[EDGE_STATS] = EdgeStats()  # filled by the HTTP edge (proxy.web.server) of the runner that serves the app
     app[DIRECTORY] = directory or TenantDirectory()
     if settings.admin_token is not None and app[DIRECTORY].knows_token(settings.admin_token.reveal()):
         raise ValueError("PROXY_ADMIN_TOKEN is also a tenant's token: the admin token must be its own")

@@ -12,8 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from proxy.tenants import TenantDirectory
-from proxy.web.app import READTHROUGH, create_app
-from proxy.web.server import runner_for
+from proxy.web.app import READTHROUGH, create_app, gateway_runner
 from tests.support import gateway_settings
 
 TEMPLATE = "GetChatappTemplateDetail"
@@ -63,7 +62,7 @@ class GatewayTestServer(TestServer):
     """A real server on a free port, run by the production runner (JSON answers for parser errors)."""
 
     async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
-        return runner_for(cast(web.Application, self.app), **kwargs)
+        return gateway_runner(cast(web.Application, self.app), **kwargs)
 
 
 @pytest.fixture
