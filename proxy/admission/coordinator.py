@@ -34,6 +34,7 @@ Quiet periods make misses wait (within their deadlines), never fail outright.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,6 +111,15 @@ class Coordinator:
         """δ now (the process's adaptive margin)."""
         return self.margin.value(time.monotonic())
 
+    @property
+    def clock_allowance_s(self) -> float:
+        """What the shared spacing adds to δ for the replicas' clock estimates: each replica's error is at most
+        half its fastest round trip to Redis, and two replicas' slots can be off by both, so the shared slots are
+        spaced ``(1 + δ)(1 + 2u)/R`` apart (u this replica's bound; the widest any replica asks is used). Before
+        any clock sample: the margin's ceiling."""
+        uncertainty = self.clock.uncertainty
+        return 2 * uncertainty if math.isfinite(uncertainty) else self.margin.ceiling_s
+
     def _now(self) -> float:
         return self._clock() if self._clock else asyncio.get_running_loop().time()
 
@@ -125,7 +135,8 @@ class Coordinator:
                 "late_replies": self.stats.late_replies, "outages": self.stats.outages,
                 "safe_capacity": {**self.lease.status(now), "held_back_for_others": dict(self.held_back)},
                 "redis_clock": {"samples": self.clock.observed, "best_rtt_ms": _ms(self.clock.best_rtt),
-                                "uncertainty_ms": _ms(self.clock.uncertainty)}}
+                                "uncertainty_ms": _ms(self.clock.uncertainty),
+                                "allowance_ms": _ms(self.clock_allowance_s)}}
 
     def record_failure(self, error: Exception) -> None:
         """Redis failed somewhere (budget, heartbeat): open the breaker and go quiet before the local share."""
@@ -172,6 +183,9 @@ class Coordinator:
         for it: the queue passes the turn on right after, so the next call reserves while this one waits, and a
         slow Redis does not stretch the spacing. Raise `Overloaded` if no slot comes before ``grant_by``."""
         loop = asyncio.get_running_loop()
+        # Whether ``interval`` was taken from a margin still learning: decided now, with the interval, not after
+        # the waits below (a guess asked with after learning ended would be remembered for every replica).
+        learning = not self.margin.learned
         while True:
             now = self._now()
             if now < self.quiet_until:
@@ -189,7 +203,7 @@ class Coordinator:
                         continue
                     self._recovered()
                     continue
-                slot_at = await self._shared_slot(loop, action, cap, interval, grant_by)
+                slot_at = await self._shared_slot(loop, action, cap, interval, grant_by, learning)
                 if slot_at is not None:
                     return Reserved(action, cap, slot_at, interval)
                 continue
@@ -228,14 +242,15 @@ class Coordinator:
         self.clock.observe(asked, loop.time(), redis_now)
 
     async def _shared_slot(self, loop: asyncio.AbstractEventLoop, action: str, cap: int, interval: float,
-                           grant_by: float) -> float | None:
+                           grant_by: float, learning: bool) -> float | None:
         asked = loop.time()
         remaining = grant_by - asked
         lead = self.clock.lead(self.horizon_s / 2)
+        interval *= 1 + self.clock_allowance_s  # two replicas' slots can be off by both clock estimates' errors
         try:
             reservation = await self.budget.reserve(action, interval, min(self.horizon_s, max(0.0, remaining)),
                                                     lead, cap=cap, replica=self.heartbeat.replica_id,
-                                                    learning=not self.margin.learned)
+                                                    learning=learning)
         except BudgetUnavailable as exc:
             self.record_failure(exc)
             return None
