@@ -261,7 +261,7 @@ def section(jitter: JitterRun, second: SecondClient, image: str | None) -> list[
         "",
         f"*Jitter row* (also in the miss-path table): one fresh gateway at the shipped defaults behind an upstream "
         f"stand-in with {JITTER_PATH.describe()}: a one-way spread of {2 * JITTER_PATH.jitter_ms:g} ms, which the "
-        f"10 ms floor alone cannot cover (a new process's δ is the 250 ms ceiling until it has 8 answers, then what "
+        f"10 ms floor alone cannot cover (a new process's δ is the 250 ms ceiling until it has 4 answers, then what "
         f"it measured). A learning backlog ({LEARN_TEMPLATES} + {LEARN_WABAS} misses on keys of "
         f"their own) first: δ went from {jitter.margin_before_ms:.0f} ms to {jitter.margin_after_learning_ms:.1f} ms "
         f"and the simulator throttled {jitter.learning_throttled[TEMPLATE]} template and "

@@ -493,7 +493,7 @@ GATEWAY_OPTIONS: Final = (
            "ACTION=N", repeatable=True, combine=_merge_caps),
     Option("spacing_margin_ms", "--spacing-margin-ms", "PROXY_SPACING_MARGIN_MS", non_negative_float, 10.0,
            "floor of the adaptive margin delta: upstream grants are (1 + delta)/cap seconds apart, delta measured "
-           "from the jitter of answer times (the 250 ms ceiling until a process has 8 answers)", "MS"),
+           "from the jitter of answer times (the 250 ms ceiling until a process has 4 answers)", "MS"),
     Option("deadline_s", "--deadline-s", "PROXY_DEADLINE_S", positive_float, 10.0,
            "longest a request may take, queue and upstream included (clients may ask for less)", "S"),
     Option("upstream_timeout_s", "--upstream-timeout-s", "CAMS_TIMEOUT_S", positive_float, 8.0,

@@ -46,7 +46,7 @@ from typing import Final
 
 #: Answers the estimate is taken from (the most recent ones).
 SAMPLES: Final = 64
-#: Answers needed before the estimate is used (a learning process's first half second of a backlog).
+#: Answers needed before the estimate is used (a learning process's first fraction of a second of a backlog).
 MIN_SAMPLES: Final = 4
 #: The send guard at most, seconds: event-loop lateness between a grant's moment and its write.
 GUARD_S: Final = 0.005

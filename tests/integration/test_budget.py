@@ -83,7 +83,7 @@ async def test_misses_that_cannot_fit_the_deadline_are_refused_at_once_and_serve
     assert [status for status, _ in outcomes] == [200] * 100
     refused_once = sum(1 for _, refused in outcomes if refused)
     # About 10 s x 5/s fit at first; the rest were told when to come back. Admission is estimated at the spacing
-    # of the moment, and a new process's δ is the 250 ms ceiling until it has 8 answers: up to ~60 % refused.
+    # of the moment, and a new process's δ is the 250 ms ceiling until it has 4 answers: up to ~60 % refused.
     assert 30 <= refused_once <= 70
     stats = await sim.stats(TEMPLATE)
     assert (stats["calls"], stats["throttled"], stats["max_in_any_1s"]) == (100, 0, 5)
