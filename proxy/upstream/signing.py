@@ -68,6 +68,13 @@ class Credentials:
         return f"Credentials(access_key_id={self.access_key_id!r}, secret=***, security_token={token})"
 
 
+def signature_mismatch_message(to_sign: str) -> str:
+    """CAMS's own ``SignatureDoesNotMatch`` message: the string the server signed follows the only colon, which
+    is where the legacy SDK (``aliyun-python-sdk-core``) reads it to tell a wrong secret from a wrong string. It
+    holds no secret: the string to sign is made of the request's own parts."""
+    return f"Specified signature is not matched with our calculation. server string to sign is:{to_sign}"
+
+
 class SignatureError(Exception):
     """A request whose signature the upstream would refuse; ``code`` and ``http_status`` say how."""
 
@@ -311,11 +318,10 @@ def verify_v3(
         raise SignatureError("SignatureDoesNotMatch", "x-acs-content-sha256 does not match the request body.")
     signed_pairs = [(k, v) for k, v in request.headers if k.lower() in signed]
     canonical = canonical_request(request.method.upper(), "/", request.query, signed_pairs, content_sha)
-    expected = hmac_sha256_hex(credentials.access_key_secret, string_to_sign(canonical))
+    to_sign = string_to_sign(canonical)
+    expected = hmac_sha256_hex(credentials.access_key_secret, to_sign)
     if not hmac.compare_digest(expected, auth.signature):
-        raise SignatureError(
-            "SignatureDoesNotMatch", "The request signature does not conform to Aliyun standards."
-        )
+        raise SignatureError("SignatureDoesNotMatch", signature_mismatch_message(to_sign))
     _check_token(credentials, request.header("x-acs-security-token"))
     nonce = request.header("x-acs-signature-nonce") or ""
     return VerifiedCaller(auth.access_key_id, nonce, signed_at, "v3")
@@ -357,8 +363,6 @@ def verify_v1(
     signed_at = _check_date(values.get("Timestamp"), now, max_skew, "Timestamp")
     expected = sign_v1(credentials.access_key_secret, method, params)
     if not hmac.compare_digest(expected, values["Signature"]):
-        raise SignatureError(
-            "SignatureDoesNotMatch", "The request signature does not conform to Aliyun standards."
-        )
+        raise SignatureError("SignatureDoesNotMatch", signature_mismatch_message(v1_string_to_sign(method, params)))
     _check_token(credentials, values.get("SecurityToken"))
     return VerifiedCaller(values["AccessKeyId"], values["SignatureNonce"], signed_at, "v1")
