@@ -4,11 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help venv run cluster simulate test test-unit lint format bench redis nginx clean
+.PHONY: help venv run cluster simulate test test-unit lint format bench redis nginx node-clients clean
 
 help:
 	@echo "make run    - set up .venv and start the main job on embedded defaults"
-	@echo "make test   - set up .venv and redis-server, run the whole suite"
+	@echo "make test   - set up .venv, redis-server, nginx and the Node.js SDKs (tests/node), run the whole suite"
 	@echo "make cluster - docker-compose.yml's topology as local processes: Redis, simulator, 3 gateways, nginx"
 	@echo "make lint   - ruff + mypy on proxy/"
 	@echo "make bench  - run the benchmarks and write docs/benchmarks.md"
@@ -36,7 +36,10 @@ redis:
 nginx:
 	@scripts/ensure-nginx.sh
 
-test: venv redis nginx
+node-clients:
+	@scripts/ensure-node-clients.sh
+
+test: venv redis nginx node-clients
 	$(PY) -m pytest -q
 
 test-unit: venv
@@ -53,4 +56,4 @@ bench: venv redis
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info .cluster
+	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info .cluster
