@@ -17,10 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Self
+from urllib.parse import urlsplit
 
 from proxy.actions import ACTIONS
 from proxy.freshness import Lifetimes
-from proxy.secret import Secret
+from proxy.secret import Secret, redact
 from proxy.upstream.signing import Credentials
 
 #: The documented demo pair shared by `make run`'s simulator and gateway. Never a real key.
@@ -107,6 +108,16 @@ def redis_url(raw: str) -> str | None:
         return None
     if not raw.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    if not raw.startswith("unix://"):
+        try:
+            parts = urlsplit(raw)
+            port = parts.port
+        except ValueError:
+            raise ValueError("the port must be a number from 1 to 65535") from None
+        if not parts.hostname:
+            raise ValueError("names no host")
+        if port == 0:
+            raise ValueError("the port must be a number from 1 to 65535")
     return raw
 
 
@@ -233,11 +244,11 @@ def resolve(
         try:
             parsed = [option.parse(raw) for raw in raws]
         except (ValueError, TypeError) as exc:
-            shown = "***" if option.secret else repr(raws[-1] if len(raws) == 1 else raws)
+            shown = "***" if option.secret else redact(repr(raws[-1] if len(raws) == 1 else raws))
             reason = str(exc) if option.parse is not int else "must be an integer"
             if reason.startswith("invalid literal") or reason.startswith("could not convert"):
                 reason = "must be a number"
-            problems.append(f"invalid setting {source}={shown}: {reason}")
+            problems.append(f"invalid setting {source}={shown}: {redact(reason)}")
             continue
         if option.repeatable and option.combine is not None:
             values[option.field] = option.combine(parsed)

@@ -7,6 +7,7 @@ time, and hands out its value only through `reveal()`, so every use of the real 
 from __future__ import annotations
 
 import hmac
+import re
 from typing import Final
 
 REDACTED: Final = "***"
@@ -51,3 +52,16 @@ class Secret:
     def __reduce__(self) -> tuple[object, ...]:
         # Pickling would write the value somewhere we do not control.
         raise TypeError("Secret values cannot be pickled")
+
+
+#: ``scheme://user:password@`` in a URL, and ``token=`` / ``password=`` / ``secret=`` style query parameters.
+_USERINFO: Final = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@")
+_SECRET_PARAM: Final = re.compile(r"(?i)(?P<name>[?&;](?:[a-z_]*token|password|passwd|secret|signature|"
+                                  r"accesskeysecret)=)(?P<value>[^&;\s'\"]*)")
+
+
+def redact(text: str) -> str:
+    """``text`` with the passwords of URLs and the values of secret-looking query parameters replaced by ``***``
+    (for echoing a setting the operator gave: ``redis://:hunter2@redis:6379`` prints ``redis://:***@redis:6379``)."""
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+    return _SECRET_PARAM.sub(lambda m: f"{m['name']}{REDACTED}", text)

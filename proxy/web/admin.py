@@ -1,7 +1,9 @@
 """The admin API: purge by key, call or tag on every replica, a status document, and the CAMS audit
 callback. Authenticated apart from the tenants: ``Authorization: Bearer $PROXY_ADMIN_TOKEN`` (a tenant
-token is refused at start-up if it equals it); the callback carries ``?token=$PROXY_CALLBACK_TOKEN``,
-because CAMS is configured with a URL, not headers. Unset tokens switch the endpoints off (403).
+token is refused at start-up if it equals it); the callback carries ``$PROXY_CALLBACK_TOKEN`` in
+``X-Callback-Token`` (or ``Authorization: Bearer``), or in ``?token=`` because CAMS is configured with a URL, not
+headers (the shipped nginx logs paths without query strings, and the gateway never logs a query).
+Unset tokens switch the endpoints off (403).
 
 * ``POST /admin/purge`` with ``{"keys": [...], "calls": [{"Action": ..., params}], "tags": {"CustSpaceId":
   [...], "TemplateCode": [...], "WabaId": [...]}}`` (any of the three) answers ``{"Purged": n, "Keys": [...]}``.
@@ -56,6 +58,18 @@ class PurgeUnavailable(GatewayError):
 
 def _json(body: Mapping[str, Any], status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def callback_token(request: web.Request) -> str:
+    """The token an audit callback presents: the ``X-Callback-Token`` header, else ``Authorization: Bearer``, else
+    ``?token=`` (CAMS is configured with a URL only; the shipped nginx does not log query strings)."""
+    header = request.headers.get("X-Callback-Token")
+    if header:
+        return header.strip()
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and presented:
+        return presented.strip()
+    return request.query.get("token", "")
 
 
 def _check_bearer(request: web.Request, token: Secret | None, setting: str) -> None:
@@ -147,8 +161,9 @@ class AdminRoutes:
     def _check_callback(self, request: web.Request) -> None:
         if self._callback is None:
             raise AdminDisabled("The audit callback is off: set PROXY_CALLBACK_TOKEN to enable it.")
-        if not self._callback.matches(request.query.get("token", "")):
-            raise Unauthorized("A valid callback token is required (?token=...).")
+        if not self._callback.matches(callback_token(request)):
+            raise Unauthorized("A valid callback token is required (X-Callback-Token, Authorization: Bearer, or "
+                               "?token= where only a URL can be configured).")
 
     async def purge(self, request: web.Request) -> web.Response:
         from proxy.web.app import READTHROUGH

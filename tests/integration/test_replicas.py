@@ -442,10 +442,17 @@ def test_an_audit_callback_purges_the_template_it_names_on_every_replica(replica
     refused = requests.post(f"{gateways[0].url}/callbacks/cams/audit?token=wrong-token", timeout=5,
                             data=b"[]")
     assert refused.status_code == 401
-    response = requests.post(f"{gateways[0].url}/callbacks/cams/audit?token={CALLBACK_TOKEN}", timeout=5,
+    refused = requests.post(f"{gateways[0].url}/callbacks/cams/audit", timeout=5, data=b"[]",
+                            headers={"X-Callback-Token": "wrong-token"})
+    assert refused.status_code == 401
+    # The token in a header (out of every URL and access log); ?token= stays for CAMS, configured with a URL.
+    response = requests.post(f"{gateways[0].url}/callbacks/cams/audit", timeout=5,
+                             headers={"X-Callback-Token": CALLBACK_TOKEN},
                              data=orjson.dumps([{"WabaId": waba_id, "TemplateCode": code, "Language": "en_US",
                                                  "AuditStatus": "pass", "Reason": ""}]))
     assert response.status_code == 200 and response.json()["Purged"] == 1
+    assert requests.post(f"{gateways[0].url}/callbacks/cams/audit?token={CALLBACK_TOKEN}", timeout=5,
+                         data=b"[]").status_code == 200
     wait_for_invalidations(gateways[1:], [n + 1 for n in counted])
     after = [get(g, template) for g in (gateways[1], gateways[2], gateways[0])]
     assert after[0][0] == "MISS" and after[0][1] != first[0][1]

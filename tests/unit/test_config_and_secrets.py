@@ -12,7 +12,7 @@ import structlog
 
 from proxy import logs
 from proxy.config import SIMULATOR_OPTIONS, ConfigError, SimulatorSettings, access_keys, add_options
-from proxy.secret import Secret
+from proxy.secret import Secret, redact
 from proxy.upstream.signing import Credentials
 
 
@@ -74,3 +74,27 @@ def test_logs_redact_secret_values_and_sensitive_fields(fmt: str) -> None:
     text = buffer.getvalue()
     assert "hunter2" not in text and "Signature=abc" not in text and "tok-123" not in text
     assert "AK1" in text
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    ("redis://:hunter2@redis:6379/0", "redis://:***@redis:6379/0"),
+    ("rediss://app:hunter2@redis.internal", "rediss://app:***@redis.internal"),
+    ("https://hooks.example/cb?token=abc123&x=1", "https://hooks.example/cb?token=***&x=1"),
+    ("/?AccessKeyId=LTAI&Signature=abc%3D", "/?AccessKeyId=LTAI&Signature=***"),
+    ("redis://redis:6379/0", "redis://redis:6379/0"),
+])
+def test_redact_hides_url_passwords_and_secret_parameters(raw: str, shown: str) -> None:
+    assert redact(raw) == shown
+
+
+@pytest.mark.parametrize("url", ["redis://:hunter2-password@redis:notaport/0", "redis://:hunter2-password@:6379",
+                                 "memcached://:hunter2-password@redis:6379"])
+def test_a_malformed_setting_is_reported_without_its_password(url: str) -> None:
+    from proxy.config import GATEWAY_OPTIONS, GatewaySettings
+
+    parser = argparse.ArgumentParser()
+    add_options(parser, GATEWAY_OPTIONS)
+    with pytest.raises(ConfigError) as error:
+        GatewaySettings.from_sources(parser.parse_args(["--redis-url", url]), {})
+    text = "\n".join(error.value.problems)
+    assert "--redis-url" in text and "hunter2" not in text and "***" in text
