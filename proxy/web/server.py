@@ -101,13 +101,14 @@ Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 class BoundedRequestHandler(RequestHandler):
     """aiohttp's protocol handler with the edge's bounds and JSON answers (``manager`` is a `BoundedServer`)."""
 
-    __slots__ = ("_header_timer", "_limits", "_stats")
+    __slots__ = ("_bounded_app", "_header_timer", "_limits", "_stats")
 
     def __init__(self, manager: BoundedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._limits = manager.limits
         self._stats = manager.stats
         self._header_timer: asyncio.TimerHandle | None = None
+        self._bounded_app: Handler | None = None  # the app's handler, wrapped once per connection
 
     # -------------------------------------------------------------------------------- connections and headers
 
@@ -157,7 +158,13 @@ class BoundedRequestHandler(RequestHandler):
 
     async def _handle_request(self, request: BaseRequest, start_time: float | None,
                               request_handler: Handler) -> tuple[web.StreamResponse, bool]:
-        return await super()._handle_request(request, start_time, self._bounded(request_handler))
+        if request_handler is self._request_handler:
+            if self._bounded_app is None:
+                self._bounded_app = self._bounded(request_handler)
+            bounded = self._bounded_app
+        else:
+            bounded = self._bounded(request_handler)  # a parser error's handler: rare
+        return await super()._handle_request(request, start_time, bounded)
 
     def _bounded(self, request_handler: Handler) -> Handler:
         limits, stats = self._limits, self._stats
