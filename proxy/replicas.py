@@ -111,8 +111,8 @@ class ReplicaKit:
             log.warning("redis cannot serve the shared budget at start-up (down, or scripts disabled): "
                         "running the Redis-down policy", error=str(exc))
             self.coordinator.record_failure(exc)
-        owner.spawn(self.bus.run(), name="bus")
-        owner.spawn(self._heartbeats(), name="heartbeat")
+        owner.spawn(self.bus.run(), name="bus", long_running=True)
+        owner.spawn(self._heartbeats(), name="heartbeat", long_running=True)
         try:
             async with asyncio.timeout(1.0):
                 await self.bus.connected.wait()

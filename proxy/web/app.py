@@ -75,6 +75,7 @@ REPLICA_KIT: Final[web.AppKey[ReplicaKit | None]] = web.AppKey("replica_kit")
 METRICS: Final = web.AppKey("metrics", Metrics)
 CREDENTIALS: Final = web.AppKey("credentials", CredentialSource)
 EDGE_STATS: Final = web.AppKey("edge_stats", EdgeStats)
+TASKS: Final = web.AppKey("tasks", TaskOwner)
 
 log = get_logger("proxy.access")
 
@@ -95,7 +96,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     "a key rotation", account=account)
     app[CREDENTIALS] = source
     owner = TaskOwner("fills")
-    owner.spawn(source.run(), name="credentials")
+    app[TASKS] = owner
+    owner.spawn(source.run(), name="credentials", long_running=not isinstance(source, StaticSource))
     margin = settings.spacing_margin_ms / 1000.0
     # δ(t): one per process, measured on the upstream path, floor --spacing-margin-ms, the ceiling until measured
     adaptive = AdaptiveMargin(margin, learning=True)
@@ -114,7 +116,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[REPLICA_KIT] = kit
     host = None if kit else HostBudget.for_worker(settings.workers, adaptive, os.environ)  # --workers, no Redis
     if host is not None:
-        owner.spawn(host.run(), name="host-budget")
+        owner.spawn(host.run(), name="host-budget", long_running=True)
     client = UpstreamClient(settings.upstream, source.current, timeout=settings.upstream_timeout_s,
                             connect_timeout=settings.upstream_connect_timeout_s,
                             keepalive_s=settings.upstream_keepalive_s, ca_file=settings.upstream_ca_file,
@@ -146,10 +148,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         refresher = RefreshAhead(RefreshPlan(RefreshPolicy(fraction=settings.refresh_ahead_fraction)), queues,
                                  app[READTHROUGH].revalidate, time.time)
         app[READTHROUGH].refresh_ahead = refresher
-        owner.spawn(refresher.run(), name="refresh-ahead")
+        owner.spawn(refresher.run(), name="refresh-ahead", long_running=True)
     app[TENANTS] = TenantResolver(app[DIRECTORY], NonceRegistry(ttl=2 * 900 + 60))
     app[HANDLER].bind(app[READTHROUGH], app[TENANTS], queues)
-    owner.spawn(_sample_metrics_every_second(app), name="metrics")
+    owner.spawn(_sample_metrics_every_second(app), name="metrics", long_running=True)
     try:
         yield
     finally:
@@ -416,6 +418,9 @@ async def readyz(request: web.Request) -> web.Response:
                            f"{queue.rate}/s (someone else spends the account; {queue.adaptive_rate.why})")
     if failing >= UPSTREAM_FAILING_AFTER:
         reasons.append(f"upstream failing: the last {failing} calls got no answer or a 5xx")
+    if TASKS in request.app:
+        reasons += [f"background task {name} died ({why}); restart this replica"
+                    for name, why in sorted(request.app[TASKS].died.items())]
     if kit is not None:
         body["replica"] = kit.replica_id
         body["redis"] = {**kit.coordinator.status(), "pubsub_connected": kit.bus.connected.is_set()}

@@ -99,3 +99,4 @@ async def test_ten_mib_answers_do_not_balloon_the_gateway(sim_url: str, sim: Sim
         assert grown_mib < 40, (grown_mib, sent_mib)  # read at most the 1 MiB bound of each, then dropped
     finally:
         gateway.stop()
+
