@@ -25,6 +25,7 @@ File format (JSON)::
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ import orjson
 from multidict import CIMultiDict
 
 from proxy.errors import RequestRejected
+from proxy.logs import get_logger
 from proxy.nonces import NonceRegistry
 from proxy.secret import Secret
 from proxy.upstream.signing import (
@@ -50,6 +52,7 @@ from proxy.upstream.signing import (
 )
 
 ANONYMOUS: Final = "anonymous"
+log = get_logger("proxy.tenants")
 TENANT_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
 
@@ -81,6 +84,16 @@ class TenantDirectory:
     def credentials(self, access_key_id: str) -> Credentials | None:
         found = self.access_keys.get(access_key_id)
         return found[1] if found else None
+
+    def replace_with(self, other: TenantDirectory) -> None:
+        """Take ``other``'s contents, keeping this object (and the dicts its holders reference)."""
+        self.require_authentication = other.require_authentication
+        self.tenants.clear()
+        self.tenants.update(other.tenants)
+        self.token_digests.clear()
+        self.token_digests.update(other.token_digests)
+        self.access_keys.clear()
+        self.access_keys.update(other.access_keys)
 
 
 def _digest(token: str) -> str:
@@ -210,3 +223,68 @@ class TenantResolver:
         raise SignatureError("MissingAuthorization", "This gateway requires a tenant credential: "
                              "Authorization: Bearer <token>, or a gateway-issued AccessKey signature.", 401)
 
+
+
+class TenantsFileWatcher:
+    """Reloads the tenants file when it changes (checked every ``interval_s``: modification time, size, inode), as
+    the credentials file is. A good new file replaces the directory's contents in place, in one event-loop step,
+    so every holder of the directory (the resolver, the queues' weights, the metrics' tenant set) sees it at once
+    and no request sees half of it; a bad one (unreadable, not the format, or holding the admin token) keeps the
+    old contents, is logged at error level and shows in ``last_error`` (``/readyz`` degraded) until a good file
+    replaces it. Tokens rotated in the file take effect within ``interval_s`` with no restart."""
+
+    def __init__(self, path: Path, directory: TenantDirectory, *, interval_s: float = 2.0,
+                 forbidden_token: Secret | None = None) -> None:
+        self.path = path
+        self.directory = directory
+        self.interval_s = interval_s
+        self._forbidden = forbidden_token
+        self._stamp = self._read_stamp()
+        self.reloads = 0
+        self.last_error: str | None = None
+
+    def _read_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+    def _load_if_changed(self) -> TenantDirectory | TenantsFileError | None:
+        """In a worker thread: the new directory, the error that kept the old one, or None (unchanged)."""
+        stamp = self._read_stamp()
+        if stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        try:
+            loaded = load_tenants(self.path)
+        except TenantsFileError as exc:
+            return exc
+        if self._forbidden is not None and loaded.knows_token(self._forbidden.reveal()):
+            return TenantsFileError("a tenant's token is PROXY_ADMIN_TOKEN: the admin token must be its own")
+        return loaded
+
+    def apply(self, outcome: TenantDirectory | TenantsFileError | None) -> None:
+        if outcome is None:
+            return
+        if isinstance(outcome, TenantsFileError):
+            self.last_error = str(outcome)
+            log.error("tenants file not reloaded: keeping the tenants loaded before", path=str(self.path),
+                      error=self.last_error)
+            return
+        self.directory.replace_with(outcome)
+        self.reloads += 1
+        self.last_error = None
+        log.info("tenants file reloaded", path=str(self.path), tenants=len(outcome.tenants),
+                 require_authentication=outcome.require_authentication)
+
+    async def check(self) -> None:
+        self.apply(await asyncio.to_thread(self._load_if_changed))
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.check()
+
+    def status(self) -> dict[str, object]:
+        return {"path": str(self.path), "reloads": self.reloads, "last_error": self.last_error}

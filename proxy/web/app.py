@@ -46,7 +46,14 @@ from proxy.readthrough import Answer, ReadThrough
 from proxy.refresh import RefreshAhead, RefreshPlan, RefreshPolicy
 from proxy.replicas import ReplicaKit
 from proxy.tasks import TaskOwner
-from proxy.tenants import ANONYMOUS, TenantDirectory, TenantResolver, header_label, query_label
+from proxy.tenants import (
+    ANONYMOUS,
+    TenantDirectory,
+    TenantResolver,
+    TenantsFileWatcher,
+    header_label,
+    query_label,
+)
 from proxy.upstream.client import UpstreamClient
 from proxy.web.admin import PURGER, AdminRoutes
 from proxy.web.calls import deadline_seconds as request_deadline
@@ -76,6 +83,7 @@ METRICS: Final = web.AppKey("metrics", Metrics)
 CREDENTIALS: Final = web.AppKey("credentials", CredentialSource)
 EDGE_STATS: Final = web.AppKey("edge_stats", EdgeStats)
 TASKS: Final = web.AppKey("tasks", TaskOwner)
+TENANTS_WATCH: Final = web.AppKey("tenants_watch", TenantsFileWatcher)
 
 log = get_logger("proxy.access")
 
@@ -150,6 +158,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         app[READTHROUGH].refresh_ahead = refresher
         owner.spawn(refresher.run(), name="refresh-ahead", long_running=True)
     app[TENANTS] = TenantResolver(app[DIRECTORY], NonceRegistry(ttl=2 * 900 + 60))
+    if settings.tenants_file is not None:
+        watcher = app[TENANTS_WATCH] = TenantsFileWatcher(settings.tenants_file, app[DIRECTORY],
+                                                          forbidden_token=settings.admin_token)
+        owner.spawn(watcher.run(), name="tenants-file", long_running=True)
     app[HANDLER].bind(app[READTHROUGH], app[TENANTS], queues)
     owner.spawn(_sample_metrics_every_second(app), name="metrics", long_running=True)
     try:
@@ -418,6 +430,10 @@ async def readyz(request: web.Request) -> web.Response:
                            f"{queue.rate}/s (someone else spends the account; {queue.adaptive_rate.why})")
     if failing >= UPSTREAM_FAILING_AFTER:
         reasons.append(f"upstream failing: the last {failing} calls got no answer or a 5xx")
+    watch = request.app.get(TENANTS_WATCH)
+    if watch is not None and watch.last_error:
+        reasons.append(f"tenants file {watch.path} not reloaded ({watch.last_error}); the tenants loaded before "
+                       "are in force")
     if TASKS in request.app:
         reasons += [f"background task {name} died ({why}); restart this replica"
                     for name, why in sorted(request.app[TASKS].died.items())]
