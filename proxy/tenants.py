@@ -39,7 +39,7 @@ from multidict import CIMultiDict
 
 from proxy.errors import RequestRejected
 from proxy.logs import get_logger
-from proxy.nonces import NonceRegistry
+from proxy.nonces import MemoryNonces, SharedNonces
 from proxy.secret import Secret
 from proxy.upstream.signing import (
     DEFAULT_MAX_SKEW,
@@ -189,13 +189,14 @@ def _label(view: CallerView) -> str:
 
 
 class TenantResolver:
-    def __init__(self, directory: TenantDirectory, nonces: NonceRegistry, *, now: Any = None) -> None:
+    def __init__(self, directory: TenantDirectory, nonces: MemoryNonces | SharedNonces, *, now: Any = None) -> None:
         self.directory = directory
-        self._nonces = nonces
+        self.nonces = nonces
         self._now = now or (lambda: datetime.now(UTC))
 
-    def identify(self, view: CallerView, loop_time: float) -> str:
-        """The caller's tenant; raises `RequestRejected` when authentication is required and fails."""
+    async def identify(self, view: CallerView) -> str:
+        """The caller's tenant; raises `RequestRejected` when authentication is required and fails (a replayed
+        nonce included: checked on every replica when Redis is there, `proxy.nonces`)."""
         if not self.directory.require_authentication:
             return _label(view)
         token = _bearer(view)
@@ -205,21 +206,27 @@ class TenantResolver:
                 raise RequestRejected("The bearer token is not valid for this gateway.", code="InvalidBearerToken",
                                       status=401)
             return tenant
+        now = self._now()
         try:
-            caller = self._verify(view)
+            caller = self._verify(view, now)
         except SignatureError as exc:
             raise RequestRejected(exc.message, code=exc.code, status=exc.http_status) from exc
-        if not self._nonces.use(caller.access_key_id, caller.nonce, loop_time):
+        used = self.nonces.use(caller.access_key_id, caller.nonce, caller.signed_at.timestamp(), now.timestamp())
+        verdict = used if isinstance(used, str) else await used
+        if verdict == "replayed":
             raise RequestRejected("Specified signature nonce was used already.", code="SignatureNonceUsed")
+        if verdict == "too_old":
+            raise RequestRejected("Specified time stamp or date value is expired: under load this gateway accepts "
+                                  "less clock skew; sign with the current time.", code="InvalidTimeStamp.Expired")
         return self.directory.access_keys[caller.access_key_id][0]
 
-    def _verify(self, view: CallerView) -> Any:
+    def _verify(self, view: CallerView, now: datetime) -> Any:
         if view.header("Authorization"):
             received = ReceivedRequest(view.method, view.query, view.headers, view.body)
-            return verify_v3(received, self.directory.credentials, self._now(), DEFAULT_MAX_SKEW)
+            return verify_v3(received, self.directory.credentials, now, DEFAULT_MAX_SKEW)
         params: Sequence[tuple[str, str]] = (*view.query, *view.form)
         if any(name == "Signature" for name, _ in params):
-            return verify_v1(view.method, params, self.directory.credentials, self._now(), DEFAULT_MAX_SKEW)
+            return verify_v1(view.method, params, self.directory.credentials, now, DEFAULT_MAX_SKEW)
         raise SignatureError("MissingAuthorization", "This gateway requires a tenant credential: "
                              "Authorization: Bearer <token>, or a gateway-issued AccessKey signature.", 401)
 

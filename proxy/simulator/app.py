@@ -96,7 +96,7 @@ def _authenticate(state: SimulatorState, request: web.Request, body: bytes,
             raise SignatureError("IncompleteSignature", "The request is not signed.")
     except SignatureError as exc:
         raise CallError(exc.code, exc.message, exc.http_status) from exc
-    if not state.nonces.use(caller.access_key_id, caller.nonce, asyncio.get_running_loop().time()):
+    if state.nonces.use(caller.access_key_id, caller.nonce, caller.signed_at.timestamp(), now.timestamp()) != "fresh":
         raise CallError("SignatureNonceUsed", "Specified signature nonce was used already.", 400)
     return caller.access_key_id
 

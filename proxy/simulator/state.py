@@ -12,7 +12,7 @@ from typing import Any
 
 from proxy.actions import ACTIONS
 from proxy.config import SimulatorSettings
-from proxy.nonces import NonceRegistry
+from proxy.nonces import MemoryNonces
 from proxy.simulator.faults import FaultPlan
 from proxy.simulator.fixtures import FixtureStore
 from proxy.simulator.window import SlidingWindowLimiter
@@ -71,7 +71,7 @@ class SimulatorState:
             throttle_rate=settings.throttle_rate,
         )
         self.plans: dict[str, FaultPlan] = {}
-        self.nonces = NonceRegistry(ttl=2 * settings.max_skew_s + 60)
+        self.nonces = MemoryNonces(skew_s=settings.max_skew_s + 30)
         self.unrouted = 0
         #: The last answers by RequestId, so a test can compare a gateway's bytes with what was sent.
         self.answers: OrderedDict[str, bytes] = OrderedDict()

@@ -40,7 +40,7 @@ from proxy.credentials import ChainSource, CredentialSource, StaticSource
 from proxy.errors import GatewayError, RequestRejected
 from proxy.logs import get_logger
 from proxy.metrics import CONTENT_TYPE, Metrics
-from proxy.nonces import NonceRegistry
+from proxy.nonces import MemoryNonces, SharedNonces
 from proxy.purge import Purger
 from proxy.readthrough import Answer, ReadThrough
 from proxy.refresh import RefreshAhead, RefreshPlan, RefreshPolicy
@@ -55,6 +55,7 @@ from proxy.tenants import (
     query_label,
 )
 from proxy.upstream.client import UpstreamClient
+from proxy.upstream.signing import DEFAULT_MAX_SKEW
 from proxy.web.admin import PURGER, AdminRoutes
 from proxy.web.calls import deadline_seconds as request_deadline
 from proxy.web.calls import parse_call, priority_of
@@ -157,7 +158,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                                  app[READTHROUGH].revalidate, time.time)
         app[READTHROUGH].refresh_ahead = refresher
         owner.spawn(refresher.run(), name="refresh-ahead", long_running=True)
-    app[TENANTS] = TenantResolver(app[DIRECTORY], NonceRegistry(ttl=2 * 900 + 60))
+    local_nonces = MemoryNonces(skew_s=DEFAULT_MAX_SKEW.total_seconds())
+    nonces = SharedNonces(kit.client, local_nonces) if kit is not None else local_nonces
+    app[TENANTS] = TenantResolver(app[DIRECTORY], nonces)
     if settings.tenants_file is not None:
         watcher = app[TENANTS_WATCH] = TenantsFileWatcher(settings.tenants_file, app[DIRECTORY],
                                                           forbidden_token=settings.admin_token)
@@ -306,7 +309,7 @@ class CallHandler:
         if resolver.directory.require_authentication:
             if view is None:
                 view = (await parse_call(request)).view
-            fields["tenant"] = resolver.identify(view, asyncio.get_running_loop().time())
+            fields["tenant"] = await resolver.identify(view)
         else:
             fields["tenant"] = header_label(headers) or call.query_label or ANONYMOUS
         loop = asyncio.get_running_loop()
