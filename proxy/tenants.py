@@ -20,7 +20,12 @@ File format (JSON)::
 
     {"require_authentication": true,
      "tenants": {"checkout": {"weight": 1, "tokens": ["sha256:…"],
-                              "access_keys": [{"id": "LTAI…", "secret": "…"}]}}}
+                              "access_keys": [{"id": "LTAI…", "secret": "…"}],
+                              "cust_space_ids": ["2825…"], "isv_codes": ["…"]}}}
+
+``cust_space_ids`` and ``isv_codes`` (optional) scope an authenticated tenant: a call for another space (or none),
+or with another IsvCode, is refused with ``Ram.PermissionDeny`` before the cache is read, costing no quota.
+Without authentication the tenant is only a label, so no scope applies.
 """
 
 from __future__ import annotations
@@ -64,6 +69,22 @@ class TenantsFileError(ValueError):
 class Tenant:
     name: str
     weight: float = 1.0
+    #: The customer spaces (``CustSpaceId``, or the deprecated ``CustWabaId``) it may read; None: every space.
+    spaces: frozenset[str] | None = None
+    #: The ``IsvCode`` values it may send; None: any.
+    isv_codes: frozenset[str] | None = None
+
+    def check_scope(self, params: Mapping[str, str]) -> None:
+        """Raise `RequestRejected` (CAMS's ``Ram.PermissionDeny``) for a call outside this tenant's scope. A scoped
+        tenant must name a space: a call without one could read any."""
+        if self.spaces is not None:
+            space = params.get("CustSpaceId") or params.get("CustWabaId")
+            if space is None or space not in self.spaces:
+                raise RequestRejected(f"You are not authorized to operate on the specified resource: tenant "
+                                      f"{self.name} may read only its own customer spaces.", code="Ram.PermissionDeny")
+        if self.isv_codes is not None and "IsvCode" in params and params["IsvCode"] not in self.isv_codes:
+            raise RequestRejected(f"You are not authorized to operate on the specified resource: tenant {self.name} "
+                                  "may not use that IsvCode.", code="Ram.PermissionDeny")
 
 
 @dataclass
@@ -110,7 +131,14 @@ def parse_tenants(document: Any) -> TenantDirectory:
         weight = spec.get("weight", 1)
         if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
             raise TenantsFileError(f"tenant {name}: weight must be a number > 0")
-        directory.tenants[name] = Tenant(name, float(weight))
+        scope: dict[str, frozenset[str] | None] = {}
+        for field_name in ("cust_space_ids", "isv_codes"):
+            values = spec.get(field_name)
+            if values is not None and (not isinstance(values, list) or not values
+                                       or not all(isinstance(v, str) and v for v in values)):
+                raise TenantsFileError(f"tenant {name}: {field_name} must be a non-empty list of strings")
+            scope[field_name] = frozenset(values) if values is not None else None
+        directory.tenants[name] = Tenant(name, float(weight), scope["cust_space_ids"], scope["isv_codes"])
         for token in spec.get("tokens", []):
             if not isinstance(token, str) or len(token) < 16:
                 raise TenantsFileError(f"tenant {name}: tokens must be strings of at least 16 characters")

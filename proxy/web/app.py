@@ -196,7 +196,7 @@ class CallHandler:
         self._policies: dict[str, str] = {}
         self._rate_limits: dict[str, tuple[float, str]] = {}
         self._hit_headers = HitHeaders(MEMO_SIZE)
-        self._auth_required = True  # until bind(): the full path handles everything
+        self._directory = TenantDirectory(require_authentication=True)  # until bind(): the full path handles all
         self._access_key_id: Callable[[], str] = str
 
     def bind(self, readthrough: ReadThrough, resolver: TenantResolver, queues: dict[str, UpstreamQueue]) -> None:
@@ -204,7 +204,7 @@ class CallHandler:
         self._readthrough = readthrough
         self._queues = queues
         self._policies = {name: rate_limit_policy(queue.rate) for name, queue in queues.items()}
-        self._auth_required = resolver.directory.require_authentication
+        self._directory = resolver.directory  # replaced in place on a tenants-file reload
         self._access_key_id = readthrough.access_key_id
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -217,7 +217,8 @@ class CallHandler:
             # The short path, inline on purpose (each call costs on every hit): a call seen before (validated
             # and keyed, see `MemoCall`) with no body and no authentication to check.
             call = None
-            if not self._auth_required and request.method in SHORT_PATH_METHODS and not request.body_exists:
+            if (not self._directory.require_authentication and request.method in SHORT_PATH_METHODS
+                    and not request.body_exists):
                 call = self._memo.get((request.raw_path, headers.get(ACS_ACTION), headers.get(ACS_VERSION)))
             if call is not None and call.access_key_id == self._access_key_id():
                 tenant = header_label(headers) or call.query_label or ANONYMOUS
@@ -310,6 +311,9 @@ class CallHandler:
             if view is None:
                 view = (await parse_call(request)).view
             fields["tenant"] = await resolver.identify(view)
+            scoped = resolver.directory.tenants.get(fields["tenant"])
+            if scoped is not None:
+                scoped.check_scope(call.params)  # before the cache is read: outside its scope it learns nothing
         else:
             fields["tenant"] = header_label(headers) or call.query_label or ANONYMOUS
         loop = asyncio.get_running_loop()
