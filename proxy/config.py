@@ -558,7 +558,7 @@ GATEWAY_OPTIONS: Final = (
            "bearer token of the admin API (/admin/...; unset: the admin API is off); never a tenant's token",
            secret=True),
     Option("callback_token", None, "PROXY_CALLBACK_TOKEN", _secret, None,
-           "token CAMS audit callbacks carry in ?token= (unset: the callback endpoint is off)", secret=True),
+           "token CAMS audit callbacks carry in X-Callback-Token (or ?token=; unset: the callback endpoint is off)", secret=True),
     Option("log_level", "--log-level", "LOG_LEVEL", choice(LOG_LEVELS), "info", "log level", "LEVEL"),
     Option("log_format", "--log-format", "LOG_FORMAT", choice((*LOG_FORMATS, "auto")), "auto",
            "console, json, or auto (json unless stderr is a terminal)", "FORMAT"),
