@@ -350,12 +350,13 @@ class ReadThrough:
             return False
         return True
 
-    async def _tag(self, spec: ActionSpec, params: Mapping[str, str], key: str, body: bytes) -> None:
+    async def _tag(self, spec: ActionSpec, params: Mapping[str, str], key: str, body: bytes,
+                   until: float) -> None:
         """Index a stored answer under its purge tags; a failure costs purgeability, never the answer."""
         if self._tags is None:
             return
         try:
-            await self._tags.add(key, tags_for(spec.name, params, body))
+            await self._tags.add(key, tags_for(spec.name, params, body), until)
             if link := waba_link(spec.name, params, body):
                 await self._tags.link(*link)
         except CacheError as exc:
@@ -545,7 +546,7 @@ class ReadThrough:
             if windows is not None:
                 stored = await self._store(key, entry, store_seconds(stale_until, now))
                 if stored:
-                    await self._tag(spec, params, key, entry.body)
+                    await self._tag(spec, params, key, entry.body, stale_until)
             return Fill(entry, classified.outcome, classified.code, attempt, queued_for, upstream_time, stored)
         if isinstance(last_error, UpstreamInvalidAnswer):
             log.warning("upstream answer invalid", action=spec.name, error=str(last_error))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import orjson
 import pytest
 
 from proxy.actions import ACTIONS, ActionSpec
 from proxy.cache.base import Entry
 from proxy.cache.memory import MemoryCache
-from proxy.cache.tagindex import MemoryTagIndex
+from proxy.cache.tagindex import GRACE_S, MemoryTagIndex
 from proxy.errors import RequestRejected
 from proxy.purge import AuditEvent, Purger
 from proxy.tags import tags_for, waba_link
@@ -40,15 +42,32 @@ class Clock:
 async def test_memory_index_expires_sets_after_retention_and_stays_bounded() -> None:
     clock = Clock()
     index = MemoryTagIndex(retention=10, max_keys=3, clock=clock)
-    await index.add("k1", ["space:1", "template:t"])
-    await index.add("k2", ["space:1"])
+    await index.add("k1", ["space:1", "template:t"], until=1000)
+    await index.add("k2", ["space:1"], until=1000)
     assert await index.keys(["space:1"]) == {"k1", "k2"}
     clock.now = 9.9
-    await index.add("k3", ["space:2"])  # 4 pairs > 3: the least recently added-to set (template:t) goes
+    await index.add("k3", ["space:2"], until=1000)  # 4 pairs > 3: the least recently added-to set (template:t) goes
     assert await index.keys(["template:t"]) == set()
     assert await index.keys(["space:1"]) == {"k1", "k2"} and await index.keys(["space:2"]) == {"k3"}
     clock.now = 30
     assert await index.keys(["space:2"]) == set()
+
+
+async def test_memory_index_never_outgrows_the_entries_it_indexes() -> None:
+    """A space hit with a new random template code every second (each a not-found answer cached 30 s):
+    the space's set holds only the keys whose entries are in the cache (or left within the grace)."""
+    clock = Clock()
+    index = MemoryTagIndex(retention=700, clock=clock)
+    for second in range(5000):
+        clock.now = float(second)
+        await index.add(f"k{second}", ["space:1", f"template:random{second}"], until=second + 30.0)
+    live_window = 30 + GRACE_S
+    assert len(await index.keys(["space:1"])) <= live_window + 1
+    # what is held, not just what is read: at most twice the live members of the one big set, plus the
+    # random codes' own sets (each holds its one key until its set expires after the retention)
+    assert len(index) <= 2 * (live_window + 1) + 700 + 1
+    assert await index.keys(["template:random4999"]) == {"k4999"}
+    assert await index.keys(["template:random10"]) == set()  # its entry left long ago
 
 
 async def test_purger_deletes_by_key_tag_and_waba_and_audits_by_template_within_the_wabas_spaces() -> None:
@@ -57,9 +76,9 @@ async def test_purger_deletes_by_key_tag_and_waba_and_audits_by_template_within_
     entries = {"a": ("1", "t"), "b": ("2", "t"), "c": ("1", "u")}
     for key, (space, code) in entries.items():
         await cache.set(key, Entry(200, b"{}", 0.0), 60)
-        await index.add(key, tags_for(TEMPLATE, {"CustSpaceId": space, "TemplateCode": code}, b"{}"))
+        await index.add(key, tags_for(TEMPLATE, {"CustSpaceId": space, "TemplateCode": code}, b"{}"), math.inf)
     await cache.set("w", Entry(200, WABA_BODY, 0.0), 60)
-    await index.add("w", tags_for(WABA, {"CustSpaceId": "1"}, WABA_BODY))
+    await index.add("w", tags_for(WABA, {"CustSpaceId": "1"}, WABA_BODY), math.inf)
     await index.link("90999", "1")
     purger = Purger(cache, index)
     assert await purger.audit([AuditEvent("90999", "t")]) == ["a"]  # code t in space 1 only
