@@ -522,7 +522,7 @@ GATEWAY_OPTIONS: Final = (
     Option("memory_max_entries", "--memory-max-entries", "PROXY_MEMORY_MAX_ENTRIES", positive_int, 10_000,
            "in-process cache bound, entries", "N"),
     Option("memory_max_bytes", "--memory-max-bytes", "PROXY_MEMORY_MAX_BYTES", positive_int, 64 * 1024 * 1024,
-           "in-process cache bound, body bytes", "N"),
+           "bytes for every in-process cache: answers, hit headers, call memo, decoded entries, tags", "N"),
     Option("tenants_file", "--tenants", "PROXY_TENANTS_FILE", existing_file, None,
            "JSON file of tenants and their credentials (see the README)", "FILE"),
     Option("l1_max_ttl_s", "--l1-max-ttl-s", "PROXY_L1_MAX_TTL_S", non_negative_float, 10.0,

@@ -36,6 +36,10 @@ class Purger:
         self._cache = cache
         self._index = index
 
+    @property
+    def index(self) -> TagIndex:
+        return self._index
+
     async def _delete(self, keys: Iterable[str]) -> list[str]:
         done = sorted(set(keys))
         for key in done:

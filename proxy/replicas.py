@@ -31,7 +31,7 @@ from proxy.breaker import CircuitBreaker
 from proxy.bus import Bus
 from proxy.cache.base import Cache, CacheError
 from proxy.cache.memory import MemoryCache
-from proxy.cache.redis import RedisCache
+from proxy.cache.redis import DEFAULT_DECODED_BYTES, RedisCache
 from proxy.cache.tiered import TieredCache
 from proxy.leases import Leases
 from proxy.logs import get_logger
@@ -72,7 +72,8 @@ class ReplicaKit:
     @classmethod
     def build(cls, url: str, access_key_id: str, *, margin: float | AdaptiveMargin, redis_timeout_s: float,
               l1: MemoryCache, caps: Mapping[str, int], l1_max_ttl_s: float, lease_ttl_s: float,
-              budget_lease_s: float = LEASE_S, cluster: bool = False) -> ReplicaKit:
+              budget_lease_s: float = LEASE_S, cluster: bool = False,
+              decoded_bytes: int = DEFAULT_DECODED_BYTES) -> ReplicaKit:
         replica_id = new_replica_id()
         client = connect(url, cluster=cluster, timeout=redis_timeout_s, connect_timeout=redis_timeout_s)
         pubsub_client = connect(url, cluster=cluster, timeout=None, connect_timeout=redis_timeout_s)
@@ -87,7 +88,7 @@ class ReplicaKit:
                               clock=RedisClock(), accept_s=redis_timeout_s, now=_loop_time)
         coordinator = Coordinator(RedisBudget(budget_client, access_key_id), heartbeat, breaker, margin)
         bus = Bus(pubsub_client, replica_id)
-        l2 = RedisCache(client, timeout=call_bound_s(redis_timeout_s))
+        l2 = RedisCache(client, timeout=call_bound_s(redis_timeout_s), decoded_bytes=decoded_bytes)
         cache: Cache = (TieredCache(l1, l2, bus, breaker, l1_max_ttl_s, on_redis_failure=coordinator.record_failure)
                         if l1_max_ttl_s > 0 else l2)
         return cls(replica_id, client, pubsub_client, breaker, coordinator, bus,

@@ -98,7 +98,7 @@ class MemoryCache:
         self.clear()
 
     def discard(self, key: str) -> None:
-        """Drop ``key`` now (synchronous: called from pub/sub notices)."""
+        """Drop ``key`` now (synchronous: called from pub/sub notices and by the tag index when it evicts a tag)."""
         self._remove(key)
 
     def clear(self) -> None:

@@ -18,8 +18,9 @@ cluster, one ``MGET`` per slot, pipelined), so under load one round trip and one
 hits (redis-py's per-command cost dominated the Redis-only hit path). A lone ``get`` still costs one
 round trip and waits for nothing: the batch is sent on the next loop iteration.
 The body is taken from the stored value by slicing; it is never re-encoded. A value is unpacked once per
-batch, and not again while the key's bytes stay the same (the last value of up to `MAX_DECODED` keys is
-kept as its `Entry` and the header bytes before the body, and a new read is compared with them in place).
+batch, and not again while the key's bytes stay the same (the last value read of each key is kept as its
+`Entry` and the header bytes before the body, and a new read is compared with them in place; those copies are
+bounded in bytes by ``decoded_bytes``, a share of ``--memory-max-bytes``, oldest out first).
 
 Guarantees:
 
@@ -52,12 +53,15 @@ from typing import Final
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
 
+from proxy.bounded import BoundedMap
 from proxy.cache.base import CacheError, Entry
 from proxy.redis_clients import RedisClient, RedisUnavailable, translating
 
 MAX_BATCH: Final = 512
-#: Keys whose last read value is kept with its unpacked `Entry` (see `RedisCache._entry`).
-MAX_DECODED: Final = 4096
+#: Bytes of the last read values kept with their unpacked `Entry` (see `RedisCache._entry`), unless told.
+DEFAULT_DECODED_BYTES: Final = 4 * 1024 * 1024
+#: What one kept value costs besides its bytes and key (the Entry, the tuple, the dict slot; ~250 measured).
+DECODED_OVERHEAD: Final = 300
 MAGIC = b"c2"
 HEADER = struct.Struct(">2sHdddH")  # magic, status, fetched_at, fresh_until, stale_until, content-type length
 _MAX_U16 = 0xFFFF
@@ -127,15 +131,17 @@ class RedisCache:
 
     name = "redis"
 
-    def __init__(self, client: RedisClient, prefix: str = "cams:c:", *, timeout: float | None = None) -> None:
-        """``timeout``: seconds any one operation may take in all (None: only the client's own timeouts)."""
+    def __init__(self, client: RedisClient, prefix: str = "cams:c:", *, timeout: float | None = None,
+                 decoded_bytes: int = DEFAULT_DECODED_BYTES) -> None:
+        """``timeout``: seconds any one operation may take in all (None: only the client's own timeouts);
+        ``decoded_bytes``: the bound of the unpacked copies kept of the last reads."""
         if client.get_encoder().decode_responses:
             raise ValueError("RedisCache needs a client with decode_responses=False")
         self.client = client
         self.prefix = prefix
         self.timeout = timeout
         self._pending: dict[str, list[asyncio.Future[Entry | None]]] = {}
-        self._decoded: dict[str, tuple[bytes, Entry]] = {}
+        self._decoded: BoundedMap[str, tuple[bytes, Entry]] = BoundedMap(decoded_bytes)
         self._flush_scheduled = False
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -145,6 +151,11 @@ class RedisCache:
         client = redis.asyncio.Redis.from_url(url, socket_timeout=socket_timeout,
                                               socket_connect_timeout=socket_timeout, decode_responses=False)
         return cls(client, prefix=prefix)
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Bytes counted by the unpacked copies of the last reads (at most ``decoded_bytes``)."""
+        return self._decoded.bytes_used
 
     def key(self, key: str) -> str:
         """The Redis key that holds ``key``."""
@@ -168,7 +179,7 @@ class RedisCache:
         """``value`` (read under ``key``) unpacked, reusing the last `Entry` read for the key when the bytes
         are the same: hot keys are unpacked once per fill, not once per hit, and a hit's rendered headers
         (keyed on the entry) can be reused."""
-        decoded = self._decoded.get(key)
+        decoded = self._decoded.mapping.get(key)
         if decoded is not None:
             head, entry = decoded
             if (len(value) == len(head) + len(entry.body) and value.startswith(head)
@@ -176,9 +187,8 @@ class RedisCache:
                 return entry
         found = unpack_entry(value)
         if found is not None:
-            if decoded is None and len(self._decoded) >= MAX_DECODED:
-                self._decoded.clear()
-            self._decoded[key] = (value[:len(value) - len(found.body)], found)
+            self._decoded.put(key, (value[:len(value) - len(found.body)], found),
+                              DECODED_OVERHEAD + len(key) + len(value))
         return found
 
     def _flush(self) -> None:

@@ -191,7 +191,7 @@ class AdminRoutes:
 
 def status_document(app: web.Application) -> dict[str, Any]:
     """What an operator's status view reads: flow counters, cache tiers, queues and the Redis mode."""
-    from proxy.web.app import EDGE_STATS, QUEUES, READTHROUGH, REPLICA_KIT, TENANTS, in_process_cache
+    from proxy.web.app import EDGE_STATS, QUEUES, READTHROUGH, REPLICA_KIT, TENANTS, in_process_cache, memory_document
 
     readthrough = app[READTHROUGH]
     cache = readthrough.cache
@@ -222,6 +222,7 @@ def status_document(app: web.Application) -> dict[str, Any]:
         "actions": sorted(ACTIONS),
         "edge": dataclasses.asdict(app[EDGE_STATS]),
         "nonces": app[TENANTS].nonces.status(),
+        "memory": memory_document(app),
     }
     for queue in app[QUEUES].values():  # one adaptive margin per process, shared by its queues
         document["margin"] = queue.margin.status(time.monotonic())

@@ -32,7 +32,9 @@ from proxy.actions import ACTIONS, ActionSpec
 from proxy.admission.host import HostBudget
 from proxy.admission.margin import AdaptiveMargin
 from proxy.admission.queue import UpstreamQueue
+from proxy.bounded import BoundedMap, MemoryShares, memory_shares
 from proxy.cache import Cache, CacheError, Entry, MemoryCache
+from proxy.cache.redis import RedisCache
 from proxy.cache.tagindex import MemoryTagIndex, RedisTagIndex, TagIndex
 from proxy.cache.tiered import TieredCache
 from proxy.config import GatewaySettings
@@ -85,6 +87,7 @@ CREDENTIALS: Final = web.AppKey("credentials", CredentialSource)
 EDGE_STATS: Final = web.AppKey("edge_stats", EdgeStats)
 TASKS: Final = web.AppKey("tasks", TaskOwner)
 TENANTS_WATCH: Final = web.AppKey("tenants_watch", TenantsFileWatcher)
+MEMORY_SHARES: Final = web.AppKey("memory_shares", MemoryShares)
 
 log = get_logger("proxy.access")
 
@@ -110,7 +113,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     margin = settings.spacing_margin_ms / 1000.0
     # δ(t): one per process, measured on the upstream path, floor --spacing-margin-ms, the ceiling until measured
     adaptive = AdaptiveMargin(margin, learning=True)
-    memory = MemoryCache(max_entries=settings.memory_max_entries, max_bytes=settings.memory_max_bytes)
+    shares = app[MEMORY_SHARES]  # --memory-max-bytes, split between the cache and the side caches
+    memory = MemoryCache(max_entries=settings.memory_max_entries, max_bytes=shares.cache)
     kit: ReplicaKit | None = None
     cache: Cache = memory
     if settings.redis_url:
@@ -119,7 +123,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                                caps={name: settings.local_cap(name) for name in ACTIONS},
                                l1_max_ttl_s=settings.l1_max_ttl_s, lease_ttl_s=settings.lease_ttl_s,
                                budget_lease_s=settings.budget_lease_s,
-                               cluster=settings.redis_cluster)
+                               cluster=settings.redis_cluster, decoded_bytes=shares.decoded)
         cache = kit.cache
         await kit.start(owner)
     app[REPLICA_KIT] = kit
@@ -146,7 +150,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                                                                       settings.stale_while_revalidate_s)
     retention = longest_kept + 60
     tags: TagIndex = (RedisTagIndex(kit.client, retention, healthy=lambda: kit.breaker.healthy) if kit is not None
-                      else MemoryTagIndex(retention))
+                      else MemoryTagIndex(retention, max_bytes=shares.tag_index, forget=memory.discard))
     app[READTHROUGH] = ReadThrough(cache=cache, client=client, queues=queues, ttl=settings.ttl,
                                    attempts=settings.upstream_attempts,
                                    access_key_id=lambda: account, owner=owner,
@@ -187,15 +191,16 @@ class CallHandler:
     cache key from a bounded memo, so a repeated hit costs a dict lookup, a cache lookup and a response.
     """
 
-    def __init__(self, app: web.Application, access_log: bool) -> None:
+    def __init__(self, app: web.Application, access_log: bool, shares: MemoryShares) -> None:
         self._app = app
         self._access_log = access_log
-        self._memo: dict[tuple[str, str | None, str | None], MemoCall] = {}
+        self._memo: BoundedMap[tuple[str, str | None, str | None], MemoCall] = BoundedMap(shares.call_memo)
+        self._memo_read = self._memo.mapping  # read without a method call on the hit path
         self._readthrough: ReadThrough
         self._queues: dict[str, UpstreamQueue] = {}
         self._policies: dict[str, str] = {}
         self._rate_limits: dict[str, tuple[float, str]] = {}
-        self._hit_headers = HitHeaders(MEMO_SIZE)
+        self._hit_headers = HitHeaders(shares.hit_headers)
         self._directory = TenantDirectory(require_authentication=True)  # until bind(): the full path handles all
         self._access_key_id: Callable[[], str] = str
 
@@ -219,7 +224,7 @@ class CallHandler:
             call = None
             if (not self._directory.require_authentication and request.method in SHORT_PATH_METHODS
                     and not request.body_exists):
-                call = self._memo.get((request.raw_path, headers.get(ACS_ACTION), headers.get(ACS_VERSION)))
+                call = self._memo_read.get((request.raw_path, headers.get(ACS_ACTION), headers.get(ACS_VERSION)))
             if call is not None and call.access_key_id == self._access_key_id():
                 tenant = header_label(headers) or call.query_label or ANONYMOUS
                 readthrough = self._readthrough
@@ -266,6 +271,10 @@ class CallHandler:
                      status=response.status, duration_ms=round((time.monotonic() - started) * 1000, 2), **fields)
         return response
 
+    def side_cache_bytes(self) -> dict[str, int]:
+        """Bytes counted by the handler's two side caches (the hit headers, the call memo)."""
+        return {"hit_headers": self._hit_headers.bytes_used, "call_memo": self._memo.bytes_used}
+
     def _rate_limit(self, action: str) -> str:
         """The ``RateLimit`` header, rebuilt at most every `RATE_LIMIT_REUSE_S` per action."""
         now = asyncio.get_running_loop().time()
@@ -299,9 +308,7 @@ class CallHandler:
             call = MemoCall(parsed.spec, parsed.params, readthrough.key_for(parsed.spec, parsed.params),
                             query_label(parsed.view.query), readthrough.access_key_id())
             if not request.body_exists:
-                if len(self._memo) >= MEMO_SIZE:
-                    self._memo.clear()
-                self._memo[memo_key] = call
+                self._memo.put(memo_key, call, call.size + 2 * sum(len(part or "") for part in memo_key))
             view = parsed.view
         else:
             view = None
@@ -330,7 +337,9 @@ class CallHandler:
         return self._answer_response(answer, request_id, call)
 
 
-MEMO_SIZE: Final = 4096
+#: What one memoised call costs besides its strings (measured with tracemalloc: ~800 bytes in all for a typical
+#: 150-character target).
+MEMO_OVERHEAD: Final = 500
 SHORT_PATH_METHODS: Final = frozenset({"GET", "POST"})
 ACS_ACTION: Final = istr("x-acs-action")
 ACS_VERSION: Final = istr("x-acs-version")
@@ -343,6 +352,12 @@ class MemoCall:
     key: str
     query_label: str | None
     access_key_id: str
+
+    @property
+    def size(self) -> int:
+        """Bytes it is counted as in the call memo (its strings twice over for object headers, plus overhead)."""
+        strings = len(self.key) + len(self.query_label or "") + sum(len(k) + len(v) for k, v in self.params.items())
+        return MEMO_OVERHEAD + 2 * strings
 
 
 HANDLER: Final = web.AppKey("call_handler", CallHandler)
@@ -375,6 +390,25 @@ def in_process_cache(cache: Cache) -> MemoryCache | None:
     if isinstance(cache, TieredCache):
         return cache.l1
     return cache if isinstance(cache, MemoryCache) else None
+
+
+def memory_document(app: web.Application) -> dict[str, Any]:
+    """What each cache of the process counts against ``--memory-max-bytes``: used and allowed, in bytes."""
+    shares = app[MEMORY_SHARES]
+    cache = app[READTHROUGH].cache
+    memory = in_process_cache(cache)
+    used: dict[str, int] = {"cache": memory.bytes_used if memory is not None else 0,
+                            **app[HANDLER].side_cache_bytes(), "decoded": 0, "tag_index": 0}
+    l2 = cache.l2 if isinstance(cache, TieredCache) else cache
+    if isinstance(l2, RedisCache):
+        used["decoded"] = l2.decoded_bytes
+    index = app[PURGER].index
+    if isinstance(index, MemoryTagIndex):
+        used["tag_index"] = index.bytes_used
+    allowed = {"cache": shares.cache, "hit_headers": shares.hit_headers, "call_memo": shares.call_memo,
+               "decoded": shares.decoded, "tag_index": shares.tag_index}
+    return {"max_bytes": app[SETTINGS].memory_max_bytes, "used_bytes": sum(used.values()),
+            "caches": {name: {"used_bytes": used[name], "max_bytes": allowed[name]} for name in used}}
 
 
 def sample_metrics(app: web.Application) -> None:
@@ -484,7 +518,8 @@ def create_app(settings: GatewaySettings, directory: TenantDirectory | None = No
         raise ValueError("PROXY_ADMIN_TOKEN is also a tenant's token: the admin token must be its own")
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(drain)
-    app[HANDLER] = CallHandler(app, access_log=settings.log_level in {"debug", "info"})
+    app[MEMORY_SHARES] = memory_shares(settings.memory_max_bytes, redis=bool(settings.redis_url))
+    app[HANDLER] = CallHandler(app, access_log=settings.log_level in {"debug", "info"}, shares=app[MEMORY_SHARES])
     handler = app[HANDLER].handle
     app.router.add_route("*", "/", handler)
     for name in ACTIONS:  # plain routes resolve by index, faster than the pattern below

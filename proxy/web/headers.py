@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from email.utils import formatdate
 from typing import Final
 
@@ -23,6 +24,7 @@ from aiohttp import hdrs
 from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, istr
 
+from proxy.bounded import BoundedMap
 from proxy.cache.base import Entry
 from proxy.readthrough import Answer, CacheStatus
 
@@ -32,6 +34,9 @@ CACHE_NAME: Final = "cams-proxy"
 RATE_LIMIT_REUSE_S: Final = 0.05
 BOUNDARY_MARGIN_S: Final = 1e-6
 REQUEST_ID: Final = istr("X-Request-Id")
+#: What one rendered set costs besides its header strings (measured with tracemalloc: the multidict, the tuple,
+#: the weak reference and the dict slot come to ~900 bytes with nine headers).
+RENDERED_OVERHEAD: Final = 1000
 
 
 def rate_limit_policy(cap: int) -> str:
@@ -82,24 +87,35 @@ class HitHeaders:
     hit). ``Content-Length``, ``Date`` and ``Server`` are included, with aiohttp's own values, so aiohttp
     finds them set rather than adding them to each response. The request id differs per answer and is not
     part of it (add it with `REQUEST_ID`). Pure: the clock and the queue's header come in as arguments.
+
+    Bounded by ``max_bytes`` (its share of ``--memory-max-bytes``, `proxy.bounded`): the oldest renderings go
+    first. The entry is held by a weak reference, so a rendering never keeps an evicted entry's body alive.
     """
 
-    __slots__ = ("_rendered", "max_keys")
+    __slots__ = ("_rendered",)
 
-    def __init__(self, max_keys: int = 4096) -> None:
-        self.max_keys = max_keys
-        #: key -> (entry, rendered at, valid until, headers)
-        self._rendered: dict[str, tuple[Entry, float, float, CIMultiDict[str]]] = {}
+    def __init__(self, max_bytes: int = 4 * 1024 * 1024) -> None:
+        #: key -> (weak ref to the entry, rendered at, valid until, headers)
+        self._rendered: BoundedMap[str, tuple[weakref.ref[Entry], float, float, CIMultiDict[str]]] = (
+            BoundedMap(max_bytes))
 
     def __len__(self) -> int:
         return len(self._rendered)
+
+    @property
+    def bytes_used(self) -> int:
+        return self._rendered.bytes_used
+
+    @property
+    def max_bytes(self) -> int:
+        return self._rendered.max_bytes
 
     def lookup(self, key: str, entry: Entry, now: float) -> CIMultiDict[str] | None:
         """The headers rendered for ``entry`` under ``key`` if still right at wall-clock ``now``, else None
         (also when the clock has stepped back past the rendering). The caller must not change the mapping
         (aiohttp copies it into each response)."""
-        rendered = self._rendered.get(key)
-        if rendered is not None and rendered[0] is entry and rendered[1] <= now < rendered[2]:
+        rendered = self._rendered.mapping.get(key)
+        if rendered is not None and rendered[0]() is entry and rendered[1] <= now < rendered[2]:
             return rendered[3]
         return None
 
@@ -110,9 +126,8 @@ class HitHeaders:
             "Cache-Status": hit_status(entry.fresh_until, now), "RateLimit-Policy": policy, "RateLimit": rate_limit,
             hdrs.CONTENT_LENGTH: str(len(entry.body)), hdrs.DATE: formatdate(now, usegmt=True),
             hdrs.SERVER: SERVER_SOFTWARE})
-        if key not in self._rendered and len(self._rendered) >= self.max_keys:
-            self._rendered.clear()
-        self._rendered[key] = (entry, now, hit_headers_valid_until(entry, now), headers)
+        size = RENDERED_OVERHEAD + len(key) + sum(len(name) + len(value) for name, value in headers.items())
+        self._rendered.put(key, (weakref.ref(entry), now, hit_headers_valid_until(entry, now), headers), size)
         return headers
 
 

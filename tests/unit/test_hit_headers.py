@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import weakref
 from email.utils import formatdate
 
 import pytest
@@ -55,12 +57,22 @@ def test_the_window_ends_at_the_next_whole_second_of_age_or_ttl() -> None:
     assert hit_headers_valid_until(entry, 100.98) < 101.0  # a rounding error never reaches past a boundary
 
 
-def test_bounded() -> None:
-    headers = HitHeaders(max_keys=3)
+def test_bounded_by_bytes_and_never_pinning_an_entry() -> None:
+    headers = HitHeaders(max_bytes=5_000)
     entry = Entry(200, b"{}", fetched_at=0.0, fresh_until=math.inf)
     for number in range(10):
         headers.render(f"k{number}", entry, 1.0, POLICY, "r")
-        assert len(headers) <= 3
+        assert headers.bytes_used <= 5_000
+    assert 1 <= len(headers) < 10
+    assert headers.lookup("k9", entry, 1.0) is not None  # the newest is kept
+    assert headers.lookup("k0", entry, 1.0) is None  # the oldest went first
+    body = Entry(200, b"x" * 1_000_000, fetched_at=0.0)
+    alive = weakref.ref(body)
+    headers.render("big", body, 1.0, POLICY, "r")
+    del body
+    gc.collect()
+    assert alive() is None  # the rendering held no strong reference to the entry or its body
+    assert headers.lookup("big", Entry(200, b"x" * 1_000_000, fetched_at=0.0), 1.0) is None
 
 
 @given(fetched=st.floats(0, 4e9), ttl=st.floats(0.001, 1e5) | st.just(math.inf),

@@ -10,7 +10,7 @@ import pytest
 from proxy.actions import ACTIONS, ActionSpec
 from proxy.cache.base import Entry
 from proxy.cache.memory import MemoryCache
-from proxy.cache.tagindex import GRACE_S, MemoryTagIndex
+from proxy.cache.tagindex import GRACE_S, PAIR_BYTES, SET_BYTES, MemoryTagIndex
 from proxy.errors import RequestRejected
 from proxy.purge import AuditEvent, Purger
 from proxy.tags import tags_for, waba_link
@@ -41,16 +41,38 @@ class Clock:
 
 async def test_memory_index_expires_sets_after_retention_and_stays_bounded() -> None:
     clock = Clock()
-    index = MemoryTagIndex(retention=10, max_keys=3, clock=clock)
+    forgotten: list[str] = []
+    three_sets = 3 * SET_BYTES + len("tag:space:1") + len("tag:template:t") + len("tag:space:2") + 3 * PAIR_BYTES
+    index = MemoryTagIndex(retention=10, max_bytes=three_sets, clock=clock, forget=forgotten.append)
     await index.add("k1", ["space:1", "template:t"], until=1000)
     await index.add("k2", ["space:1"], until=1000)
     assert await index.keys(["space:1"]) == {"k1", "k2"}
+    assert index.bytes_used <= three_sets
     clock.now = 9.9
-    await index.add("k3", ["space:2"], until=1000)  # 4 pairs > 3: the least recently added-to set (template:t) goes
+    await index.add("k3", ["space:2"], until=1000)  # over the bytes: the least recently added-to set goes...
+    assert index.bytes_used <= three_sets
     assert await index.keys(["template:t"]) == set()
+    assert forgotten == ["k1"]  # ...and the entry it named leaves the cache, so no purge by tag can miss it
     assert await index.keys(["space:1"]) == {"k1", "k2"} and await index.keys(["space:2"]) == {"k3"}
     clock.now = 30
     assert await index.keys(["space:2"]) == set()
+
+
+async def test_memory_index_full_of_random_tags_keeps_every_cached_entry_purgeable() -> None:
+    """Random template codes past the index's bytes: whatever the cache still holds, a purge by tag finds."""
+    clock = Clock()
+    cache = MemoryCache(clock=clock)
+    index = MemoryTagIndex(retention=700, max_bytes=20_000, clock=clock, forget=cache.discard)
+    for number in range(500):
+        key = f"k{number}"
+        await cache.set(key, Entry(200, b"{}", fetched_at=0.0), ttl=600)
+        await index.add(key, ["space:1", f"template:random{number}"], until=600.0)
+        assert index.bytes_used <= 20_000
+    assert index.forgotten > 0
+    for number in range(500):
+        key = f"k{number}"
+        if cache.peek(key) is not None:
+            assert await index.keys([f"template:random{number}"]) == {key}
 
 
 async def test_memory_index_never_outgrows_the_entries_it_indexes() -> None:
