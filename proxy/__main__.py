@@ -126,8 +126,13 @@ def supervise_workers(settings: GatewaySettings, argv: Sequence[str], env: Mappi
         probe = bind(settings.host, 0)
         port = probe.getsockname()[1]
         probe.close()
+    ops = [] if settings.ops_port is None else ["--ops-port", str(settings.ops_port)]
+    if settings.ops_port == 0:  # one port for every worker, like --port 0
+        probe = bind(settings.host, 0)
+        ops = ["--ops-port", str(probe.getsockname()[1])]
+        probe.close()
     children = [
-        subprocess.Popen([sys.executable, "-m", "proxy", *argv, "--port", str(port)],
+        subprocess.Popen([sys.executable, "-m", "proxy", *argv, "--port", str(port), *ops],
                          env={**env, WORKER_ENV: str(index)})
         for index in range(settings.workers)
     ]
@@ -174,7 +179,7 @@ def run_gateway(settings: GatewaySettings, worker: int | None = None) -> None:
 
     from proxy.runner import bind, serve_forever
     from proxy.tenants import TenantsFileError, load_tenants
-    from proxy.web.app import create_app, gateway_runner
+    from proxy.web.app import OPS_PORT, create_app, gateway_runner
 
     log = get_logger("proxy.gateway")
     try:
@@ -184,11 +189,16 @@ def run_gateway(settings: GatewaySettings, worker: int | None = None) -> None:
     app = create_app(settings, directory)
     sock = bind(settings.host, settings.port, reuse_port=worker is not None)
     host, port = sock.getsockname()[:2]
+    ops_socks = []
+    if settings.ops_port is not None:
+        ops_socks.append(bind(settings.host, settings.ops_port, reuse_port=worker is not None))
+        app[OPS_PORT].port = ops_socks[0].getsockname()[1]
 
     def ready() -> None:
         log.info(
             "gateway ready",
             url=f"http://{host}:{port}/",
+            ops_url=f"http://{host}:{app[OPS_PORT].port}/" if ops_socks else None,
             upstream=settings.upstream,
             access_key_id=settings.access_key_id or "(default credential chain)",
             cache="redis" if settings.redis_url else "memory",
@@ -198,7 +208,8 @@ def run_gateway(settings: GatewaySettings, worker: int | None = None) -> None:
             worker=worker,
         )
 
-    asyncio.run(serve_forever(app, sock, ready, runner_factory=gateway_runner, grace_s=settings.shutdown_grace_s))
+    asyncio.run(serve_forever(app, sock, ready, runner_factory=gateway_runner, grace_s=settings.shutdown_grace_s,
+                              more_socks=ops_socks))
     log.info("gateway stopped", worker=worker)
 
 

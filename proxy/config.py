@@ -358,6 +358,7 @@ class GatewaySettings:
 
     host: str = "127.0.0.1"
     port: int = 8080
+    ops_port: int | None = None
     redis_url: str | None = None
     redis_cluster: bool = False
     upstream: str = DEFAULT_UPSTREAM
@@ -462,6 +463,8 @@ def _secret(raw: str) -> Secret | None:
 GATEWAY_OPTIONS: Final = (
     Option("host", "--host", "PROXY_HOST", str, "127.0.0.1", "address to listen on", "ADDR"),
     Option("port", "--port", "PROXY_PORT", parse_port, 8080, "port to listen on; 0 picks a free one", "PORT"),
+    Option("ops_port", "--ops-port", "PROXY_OPS_PORT", parse_port, None,
+           "a port of its own for /metrics, /admin and /readyz details (unset: all on --port)", "PORT"),
     Option("redis_url", "--redis-url", "REDIS_URL", redis_url, None,
            "Redis for the shared cache (unset: in-process memory cache)", "URL"),
     Option("redis_cluster", "--redis-cluster", "REDIS_CLUSTER", boolean, False,

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
@@ -26,13 +26,15 @@ def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
 
 
 async def serve_forever(app: web.Application, sock: socket.socket, on_ready: Callable[[], None],
-                        runner_factory: Callable[..., web.AppRunner] = web.AppRunner, grace_s: float = 5.0) -> None:
-    """Serve ``app`` on ``sock``; call ``on_ready`` once listening; on SIGINT/SIGTERM stop cleanly: stop
-    accepting, run the app's on_shutdown hooks, wait up to ``grace_s`` for requests in progress, then clean up."""
+                        runner_factory: Callable[..., web.AppRunner] = web.AppRunner, grace_s: float = 5.0,
+                        more_socks: Sequence[socket.socket] = ()) -> None:
+    """Serve ``app`` on ``sock`` (and on ``more_socks``, by the same runner); call ``on_ready`` once listening; on
+    SIGINT/SIGTERM stop cleanly: stop accepting, run the app's on_shutdown hooks, wait up to ``grace_s`` for
+    requests in progress, then clean up."""
     runner = runner_factory(app, access_log=None, handle_signals=False, shutdown_timeout=grace_s)
     await runner.setup()
-    site = web.SockSite(runner, sock)
-    await site.start()
+    for listening in (sock, *more_socks):
+        await web.SockSite(runner, listening).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

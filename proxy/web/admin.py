@@ -136,9 +136,11 @@ class AdminRoutes:
         self._admin = admin_token
         self._callback = callback_token
 
-    def install(self, app: web.Application) -> None:
-        app.router.add_post("/admin/purge", self._guard(self.purge, admin=True))
-        app.router.add_get("/admin/status", self._guard(self.status, admin=True))
+    def install(self, app: web.Application, wrap_admin: Any = None) -> None:
+        """Add the routes; ``wrap_admin`` wraps the ``/admin/*`` handlers (the gateway's ops-port gate)."""
+        wrap = wrap_admin or (lambda handler: handler)
+        app.router.add_post("/admin/purge", wrap(self._guard(self.purge, admin=True)))
+        app.router.add_get("/admin/status", wrap(self._guard(self.status, admin=True)))
         app.router.add_post("/callbacks/cams/audit", self._guard(self.audit, admin=False))
 
     def _guard(self, handler: Any, *, admin: bool) -> Any:

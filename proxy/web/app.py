@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -88,6 +88,39 @@ EDGE_STATS: Final = web.AppKey("edge_stats", EdgeStats)
 TASKS: Final = web.AppKey("tasks", TaskOwner)
 TENANTS_WATCH: Final = web.AppKey("tenants_watch", TenantsFileWatcher)
 MEMORY_SHARES: Final = web.AppKey("memory_shares", MemoryShares)
+
+
+@dataclass
+class OpsPort:
+    """Where ``/metrics``, ``/admin/*`` and the details of ``/readyz`` are served (``--ops-port``).
+
+    ``port`` None: on every port (the API port included, the default). Otherwise only a request that arrived on a
+    socket bound to ``port`` gets them; on any other port ``/metrics`` and ``/admin/*`` are 404 in the upstream
+    shape and ``/readyz`` answers its status (and status code) without the body's details. ``/healthz``, the API
+    and the audit callback (CAMS calls it from outside) stay on the API port."""
+
+    port: int | None = None
+
+    def serves(self, request: web.Request) -> bool:
+        if self.port is None:
+            return True
+        transport = request.transport
+        sockname = transport.get_extra_info("sockname") if transport is not None else None
+        return isinstance(sockname, tuple) and len(sockname) >= 2 and sockname[1] == self.port
+
+
+OPS_PORT: Final = web.AppKey("ops_port", OpsPort)
+
+
+def ops_only(handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+             ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """``handler`` on the ops port, the catch-all 404 elsewhere (see `OpsPort`)."""
+    async def on_ops_port(request: web.Request) -> web.StreamResponse:
+        if not request.app[OPS_PORT].serves(request):
+            return await not_found(request)
+        return await handler(request)
+
+    return on_ops_port
 
 log = get_logger("proxy.access")
 
@@ -485,13 +518,16 @@ async def readyz(request: web.Request) -> web.Response:
             reasons.append("redis unreachable: serving from L1 and the local share of the cap")
     if reasons:
         body.update(status="degraded", reasons=reasons)
+    status = 200
     if kit is None:
         try:
             await readthrough.cache.get("k1:readyz:probe")
         except CacheError as exc:
             body.update(status="unavailable", error=str(exc))
-            return web.Response(body=orjson.dumps(body), status=503, content_type="application/json")
-    return web.Response(body=orjson.dumps(body), content_type="application/json")
+            status = 503
+    if not request.app[OPS_PORT].serves(request):
+        body = {"status": body["status"]}  # the details are for the ops port
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 def edge_limits(settings: GatewaySettings) -> EdgeLimits:
@@ -527,8 +563,9 @@ def create_app(settings: GatewaySettings, directory: TenantDirectory | None = No
     app.router.add_route("*", "/v1/{action}", handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
-    AdminRoutes(settings.admin_token, settings.callback_token).install(app)
+    app[OPS_PORT] = OpsPort(settings.ops_port or None)  # the bound port replaces it when --ops-port is 0
+    app.router.add_get("/metrics", ops_only(metrics_endpoint))
+    AdminRoutes(settings.admin_token, settings.callback_token).install(app, wrap_admin=ops_only)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app
 
