@@ -14,7 +14,7 @@ Non-guarantee: sizes are estimates of what a value holds (its strings and bytes 
 measured with ``tracemalloc`` on CPython 3.11), not the allocator's exact figure; memory the caches share (an
 entry in both the L1 and the decoded cache) is counted in each, so the estimate errs high. Structures that are
 not caches are outside the budget and bounded on their own: the nonce registry (`proxy.nonces`, only with
-authenticated tenants), connection buffers (`proxy.web.edge`), the queues (their depth bound).
+authenticated tenants), connection buffers (`proxy.web.server`, `--max-connections`), the queues (their depth bound).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Final, Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
+
 
 class BoundedMap(Generic[K, V]):
     """A dict bounded by entry count and by the bytes its values are said to hold (oldest insertion out first).
