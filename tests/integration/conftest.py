@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from proxy.redis_clients import RedisClient, connect
 from proxy.tenants import TenantDirectory
 from proxy.web.app import READTHROUGH, create_app, gateway_runner
 from tests.support import gateway_settings
@@ -51,6 +52,14 @@ GatewayFactory = Callable[..., Awaitable[TestServer]]
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as client_session:
         yield client_session
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[RedisClient]:
+    """A plain (non-cluster) client of the suite's redis-server, for tests of the Redis scripts and sets."""
+    redis = connect(redis_url, cluster=False, timeout=2.0, connect_timeout=2.0)
+    yield redis
+    await redis.aclose()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,7 +17,7 @@ from proxy.admission.redis_clock import RedisClock
 from proxy.admission.replicas import Heartbeat, RenewalLate, leases_key, shares_key
 from proxy.admission.safe_capacity import STALE_S, LocalLease
 from proxy.admission.shared import RedisBudget
-from proxy.redis_clients import RedisClient, connect
+from proxy.redis_clients import RedisClient
 
 CAPS = {"GetChatappTemplateDetail": 5, "QueryChatappBindWaba": 10}
 TEMPLATE = "GetChatappTemplateDetail"
@@ -30,13 +29,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[RedisClient]:
-    redis = connect(redis_url, cluster=False, timeout=2.0, connect_timeout=2.0)
-    yield redis
-    await redis.aclose()
 
 
 def replica(client: RedisClient, account: str, clock: Clock, name: str, accept_s: float = 30.0) -> Heartbeat:

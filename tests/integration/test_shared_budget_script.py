@@ -4,21 +4,13 @@ every replica, and a replica still learning its path spaces its own slots wide w
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
 from proxy.admission.shared import RedisBudget, widest_key
-from proxy.redis_clients import RedisClient, connect
+from proxy.redis_clients import RedisClient
 
 TEMPLATE = "GetChatappTemplateDetail"
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[RedisClient]:
-    redis = connect(redis_url, cluster=False, timeout=2.0, connect_timeout=2.0)
-    yield redis
-    await redis.aclose()
 
 
 async def test_a_measured_wide_spacing_holds_for_everyone(client: RedisClient) -> None:

@@ -5,12 +5,9 @@ still cached, not of every key ever seen. The scores are wall-clock times; the t
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-
-import pytest
 
 from proxy.cache.tagindex import GRACE_S, RedisTagIndex
-from proxy.redis_clients import RedisClient, connect
+from proxy.redis_clients import RedisClient
 
 
 class Clock:
@@ -19,13 +16,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[RedisClient]:
-    redis = connect(redis_url, cluster=False, timeout=2.0, connect_timeout=2.0)
-    yield redis
-    await redis.aclose()
 
 
 async def test_a_space_hit_with_random_template_codes_keeps_only_the_live_keys(client: RedisClient) -> None:
