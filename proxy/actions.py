@@ -17,7 +17,7 @@ from typing import Final
 API_VERSION: Final = "2020-06-06"
 
 #: Parameters the SDK or a caller may add that never change the answer: accepted, never part of a
-#: cache key, never forwarded upstream (``shared/cams-api.md`` §5, ``shared/sdk-dropin.md`` §5).
+#: cache key, never forwarded upstream (the POP common parameters of the V1 and V3 signatures).
 COMMON_PARAMS: Final = frozenset(
     {
         "Action",
@@ -41,13 +41,15 @@ COMMON_PARAMS: Final = frozenset(
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One business parameter: name, whether it is required, allowed values, length limit."""
+    """One business parameter: name, whether it is required, allowed values, length limit, and what it
+    means (for the README's parameter tables, `proxy.reference`)."""
 
     name: str
     required: bool = False
     choices: frozenset[str] | None = None
     max_length: int = 128
     deprecated_for: str | None = None
+    meaning: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class ActionSpec:
     one_of: tuple[tuple[str, ...], ...] = ()
     version: str = API_VERSION
     ttl_seconds: float = 300.0
+    summary: str = ""
     by_name: Mapping[str, ParamSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -78,26 +81,33 @@ GET_CHATAPP_TEMPLATE_DETAIL: Final = ActionSpec(
     name="GetChatappTemplateDetail",
     cap_per_second=5,
     params=(
-        ParamSpec("Language", required=True, max_length=16),
-        ParamSpec("CustSpaceId", max_length=64),
-        ParamSpec("CustWabaId", max_length=64, deprecated_for="CustSpaceId"),
-        ParamSpec("TemplateCode", max_length=64),
-        ParamSpec("TemplateName", max_length=512),
-        ParamSpec("TemplateType", choices=frozenset({"WHATSAPP", "VIBER"})),
-        ParamSpec("IsvCode", max_length=128),
+        ParamSpec("Language", required=True, max_length=16, meaning="the template's language code, e.g. `en_US`"),
+        ParamSpec("CustSpaceId", max_length=64,
+                  meaning="the customer space (an ISV sub-customer's SpaceId, or a direct customer's instance id)"),
+        ParamSpec("CustWabaId", max_length=64, deprecated_for="CustSpaceId",
+                  meaning="the WABA id, the older way to name the space"),
+        ParamSpec("TemplateCode", max_length=64, meaning="the template's code, as CAMS assigned it"),
+        ParamSpec("TemplateName", max_length=512, meaning="the template's name, e.g. `hello_whatsapp`"),
+        ParamSpec("TemplateType", choices=frozenset({"WHATSAPP", "VIBER"}), meaning="the channel of the template"),
+        ParamSpec("IsvCode", max_length=128,
+                  meaning="the ISV's check code proving it was authorised for the sub-customer's space"),
     ),
     one_of=(("CustSpaceId", "CustWabaId"), ("TemplateCode", "TemplateName")),
     ttl_seconds=300.0,
+    summary="one message template: its category, audit status, quality score and components",
 )
 
 QUERY_CHATAPP_BIND_WABA: Final = ActionSpec(
     name="QueryChatappBindWaba",
     cap_per_second=10,
     params=(
-        ParamSpec("CustSpaceId", max_length=64),
-        ParamSpec("IsvCode", max_length=128),
+        ParamSpec("CustSpaceId", max_length=64,
+                  meaning="the customer space (an ISV sub-customer's SpaceId); unset: the account's own"),
+        ParamSpec("IsvCode", max_length=128,
+                  meaning="the ISV's check code proving it was authorised for the sub-customer's space"),
     ),
     ttl_seconds=600.0,
+    summary="the WhatsApp Business Account (WABA) bound to a customer space: its id, name, review status",
 )
 
 ACTIONS: Final[Mapping[str, ActionSpec]] = MappingProxyType(

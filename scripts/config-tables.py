@@ -1,5 +1,5 @@
 """Rewrite the README's two configuration tables and docs/configuration.md from the option tables in
-proxy/config.py.
+proxy/config.py, and the README's per-action parameter tables from the action registry (proxy/actions.py).
 
     .venv/bin/python scripts/config-tables.py        (a test fails when the README drifts)
 """
@@ -11,7 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from proxy.actions import ACTIONS
 from proxy.config import GATEWAY_OPTIONS, SIMULATOR_OPTIONS, configuration_reference, options_table
+from proxy.reference import replace_sections
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -28,7 +30,7 @@ def main() -> None:
         while end < len(lines) and lines[end].startswith("|"):
             end += 1
         lines[start:end] = options_table(options).rstrip("\n").split("\n")
-    README.write_text("\n".join(lines))
+    README.write_text(replace_sections("\n".join(lines), list(ACTIONS.values())))
     (ROOT / "docs" / "configuration.md").write_text(configuration_reference())
 
 

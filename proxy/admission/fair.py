@@ -7,7 +7,7 @@ the one slot it already holds.
 
 Tenants: deficit round robin (DRR) with unit cost per call. Each visit adds ``weight`` to a tenant's
 deficit; the tenant is served while its deficit holds a whole call. Among backlogged tenants this
-converges to max-min fair shares by weight (doorman's FAIR_SHARE; ``shared/quota-anchors.md``): a
+converges to max-min fair shares by weight (youtube/doorman's FAIR_SHARE algorithm): a
 tenant that wants less than its share gets all it wants, the rest split the remainder by weight. A
 tenant flooding the queue only lengthens its own queue; each tenant's queue has its own bound.
 

@@ -4,7 +4,7 @@ The upstream counts calls *at arrival* in any 1-second window. Grants spaced ``T
 apart, with no burst, put any ``R + 1`` consecutive grants ``R·T = 1 + δ`` seconds apart, so no
 closed 1-second window can hold ``R + 1`` arrivals as long as the spread between a grant and its
 arrival upstream stays under δ. A token bucket or aiolimiter's ``AsyncLimiter(R, 1)`` would admit a
-burst of R and then drip, letting ``2R - 1`` into one window (``shared/quota-anchors.md`` §3).
+burst of R and then drip, letting ``2R - 1`` into one window.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Error codes the simulator answers with, as a table, and the upstream gateway's error body.
 
 Business codes and their messages are the seed pages' (all HTTP 400). Gateway codes come from the
-POP gateway as ``shared/cams-api.md`` §4 lists them. ``Template.NotFound`` is the simulator's own
+POP gateway as Alibaba Cloud's common error codes document them. ``Template.NotFound`` is the simulator's own
 name for "no such template": the real code is not documented.
 """
 
@@ -44,7 +44,7 @@ def new_request_id() -> str:
 
 
 def error_body(code: str, message: str, request_id: str, host_id: str) -> dict[str, Any]:
-    """The upstream gateway's error shape (``shared/cams-api.md`` §4)."""
+    """The upstream gateway's error shape (``RequestId``, ``HostId``, ``Code``, ``Message``, ``Recommend``)."""
     return {
         "RequestId": request_id,
         "HostId": host_id,

@@ -2,7 +2,7 @@
 
 Pure functions: values in, values out. The date and the nonce are arguments and the clock is the
 caller's, so every output is reproducible and byte-for-byte comparable with the official SDK
-(`alibabacloud_tea_openapi.utils.Utils.get_authorization`, see ``shared/cams-api.md`` §1).
+(`alibabacloud_tea_openapi.utils.Utils.get_authorization`; the golden vectors are ``tests/vectors/``).
 
 V3 rules, as the SDK implements them:
 
@@ -290,8 +290,8 @@ def verify_v3(
 ) -> VerifiedCaller:
     """Check a V3-signed request as the upstream gateway does; raise `SignatureError` if it fails.
 
-    The canonical URI is always ``/`` and ``host`` is taken raw (it may carry a scheme or a path, see
-    ``shared/sdk-dropin.md``). Only the headers named in ``SignedHeaders`` are signed, but ``host`` and
+    The canonical URI is always ``/`` and ``host`` is taken raw (it may carry a scheme or a path, as
+    the SDKs' endpoint handling allows). Only the headers named in ``SignedHeaders`` are signed, but ``host`` and
     every ``x-acs-*`` header present must be among them.
     """
     raw = request.header("Authorization")
