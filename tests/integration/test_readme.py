@@ -91,3 +91,20 @@ def test_the_first_calls_run_against_a_real_gateway(tmp_path: Path, sim_url: str
         assert sum(action["calls"] for action in stats["actions"].values()) == 3, stats
     finally:
         gateway.stop()
+
+
+def test_nothing_in_the_repository_reaches_outside_it() -> None:
+    """Code, scripts and the build name paths inside the repository only (`.ci/run` runs the suite in a clone
+    with nothing beside it, which is the proof; this catches the mistake before CI does)."""
+    outside = re.compile(r"ROOT\.parent|\.\./shared|parent\.parent\.parent|\"\.\./\.\.")
+    offenders = []
+    for folder in ("proxy", "tests", "bench", "scripts", ".ci"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in {".py", ".sh", ".js", ""} and "node_modules" not in path.parts:
+                text = path.read_text(errors="replace")
+                if outside.search(text) and path.name != "test_readme.py":
+                    offenders.append(str(path.relative_to(ROOT)))
+    for name in ("Makefile", "pyproject.toml", "Dockerfile", "docker-compose.yml"):
+        if outside.search((ROOT / name).read_text()):
+            offenders.append(name)
+    assert not offenders, f"reads outside the repository: {offenders}"
