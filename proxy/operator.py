@@ -204,10 +204,21 @@ async def purge(args: argparse.Namespace, token: str, console: Console) -> int:
         body["tags"] = tags
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         answer = await _admin(session, "POST", f"{args.gateway.rstrip('/')}/admin/purge", token, body)
-    console.print(f"purged {answer['Purged']} entries", markup=False, highlight=False)
-    for key in answer.get("Keys", []):
-        console.print(f"  {key}", markup=False, highlight=False)
+    for line in purge_report(answer):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     return 0
+
+
+def purge_report(answer: Mapping[str, Any]) -> list[str]:
+    """The lines ``purge`` prints for the admin API's answer (pure): the count removed, each removed key, then
+    the named keys that were not cached (keys whole: printed with soft wrap, never cut or folded)."""
+    purged = int(answer.get("Purged", 0))
+    lines = [f"Purged {purged} {'entry' if purged == 1 else 'entries'}."]
+    lines += [f"  {key}" for key in answer.get("Keys", [])]
+    not_cached = list(answer.get("NotCached", []))
+    if not_cached:
+        lines.append(f"Not cached: {', '.join(not_cached)}")
+    return lines
 
 
 def status_table(document: Mapping[str, Any], gateway: str) -> Table:

@@ -3,12 +3,14 @@
 * ``get``: L1, else L2 (GET + PTTL in one round trip), copied into L1 for what it has left in L2,
   capped at ``l1_max_ttl``. So an L1 entry never outlives its Redis entry.
 * ``set`` / ``delete``: L2 first, then L1, then a notice on the bus; every other replica drops that
-  key from its L1 and reads the new value from L2 on its next hit.
+  key from its L1 and reads the new value from L2 on its next hit. ``delete`` says whether Redis or this
+  L1 held the key.
 * Redis unreachable (`CacheError` from L2: every Redis failure, a cluster with no reachable node included,
   arrives as one through the seam in `proxy.redis_clients`): ``get`` answers from L1 alone and ``set`` stores in L1
-  alone; ``on_redis_failure`` is told (it opens the breaker), so only the first request pays the Redis
-  timeout. Only the budget's coordinator closes the breaker again (after a probe): this cache never
-  does, so the rejoin rules hold.
+  alone; ``delete`` drops the L1 entry, then raises `CacheError` (a purge must not report success while
+  Redis may still hold the entry). ``on_redis_failure`` is told (it opens the breaker), so only the first
+  request pays the Redis timeout. Only the budget's coordinator closes the breaker again (after a probe):
+  this cache never does, so the rejoin rules hold.
 
 Worst-case staleness of an L1 entry after another replica changed the key: the pub/sub delivery time
 while the subscription is up (milliseconds); if it is down, at most ``l1_max_ttl`` (the bus clears L1
@@ -24,7 +26,7 @@ from proxy.breaker import CircuitBreaker
 from proxy.bus import Bus, Notice
 from proxy.cache.base import CacheError, Entry
 from proxy.cache.memory import MemoryCache
-from proxy.cache.redis import RedisCache
+from proxy.cache.redis import RedisCache, RedisCacheError
 from proxy.logs import get_logger
 
 log = get_logger("proxy.cache")
@@ -110,15 +112,24 @@ class TieredCache:
             await self.bus.publish(Notice("invalidate", key, self.bus.replica_id))
 
     async def delete(self, key: str) -> bool:
+        """Remove ``key`` from Redis, this L1 and (by notice) every other L1; True if Redis or this L1 held it.
+        Redis unreachable: this L1 still drops it, then `CacheError` (whether Redis held it is unknown, and
+        it may still be served from there once Redis is back)."""
         removed = False
+        failure: CacheError | None = None
         if self.breaker.healthy:
             try:
                 removed = await self.l2.delete(key)
             except CacheError as exc:
                 self._failed(exc)
+                failure = exc
+        else:
+            failure = RedisCacheError("redis DEL skipped: redis marked down")
         removed = await self.l1.delete(key) or removed
         if self.bus is not None:
             await self.bus.publish(Notice("invalidate", key, self.bus.replica_id))
+        if failure is not None:
+            raise failure
         return removed
 
     async def close(self) -> None:

@@ -6,10 +6,15 @@ headers (the shipped nginx logs paths without query strings, and the gateway nev
 Unset tokens switch the endpoints off (403).
 
 * ``POST /admin/purge`` with ``{"keys": [...], "calls": [{"Action": ..., params}], "tags": {"CustSpaceId":
-  [...], "TemplateCode": [...], "WabaId": [...]}}`` (any of the three) answers ``{"Purged": n, "Keys": [...]}``.
+  [...], "TemplateCode": [...], "WabaId": [...]}}`` (any of the three) answers ``{"Purged": n, "Keys": [...],
+  "NotCached": [...]}``: how many entries it removed and their keys, then the keys named by ``keys`` or
+  ``calls`` that held no entry (keys found under a tag that held none are left out). All sorted.
 * ``GET /admin/status``: counters, cache tiers, queues, the Redis mode.
 * ``POST /callbacks/cams/audit?token=...`` with a ChatAppAudit JSON array (V1 or V2 items) answers
-  ``{"Purged": n}``.
+  ``{"Purged": n}``, the entries it removed.
+
+A purge that cannot reach Redis answers 503 ``Proxy.PurgeUnavailable`` (this replica's L1 has dropped what it
+could): retry it once Redis is back.
 
 Errors are in the upstream's shape; nothing here costs upstream quota.
 """
@@ -172,11 +177,12 @@ class AdminRoutes:
 
         keys, tags = purge_request(await _read_json(request), request.app[READTHROUGH].key_for)
         try:
-            purged = await request.app[PURGER].purge(keys, tags)
+            result = await request.app[PURGER].purge(keys, tags)
         except CacheError as exc:
             raise PurgeUnavailable(f"The purge could not reach the cache: {exc}. Retry when Redis is back.") from exc
-        log.info("purged", keys=len(purged), tags={kind: len(values) for kind, values in tags.items()})
-        return _json({"Purged": len(purged), "Keys": purged})
+        log.info("purged", purged=len(result.purged), not_cached=len(result.not_cached),
+                 tags={kind: len(values) for kind, values in tags.items()})
+        return _json({"Purged": len(result.purged), "Keys": result.purged, "NotCached": result.not_cached})
 
     async def audit(self, request: web.Request) -> web.Response:
         events = audit_events(await _read_json(request))

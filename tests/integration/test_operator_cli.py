@@ -52,7 +52,14 @@ def test_warm_purge_and_status(sim_url: str, tmp_path: Path) -> None:
         assert "summary: filled=0 cached=200 failed=0" in again.stdout
 
         purged = cli("purge", "--gateway", gateway.url, "--space", "77000000000001")
-        assert purged.returncode == 0 and "purged 10 entries" in purged.stdout, purged.stderr
+        assert purged.returncode == 0 and purged.stdout.startswith("Purged 10 entries.\n"), purged.stderr
+        assert len(purged.stdout.splitlines()) == 11 and "Not cached" not in purged.stdout  # the ten keys
+        twice = cli("purge", "--gateway", gateway.url, "--space", "77000000000001")  # nothing left to remove
+        assert twice.returncode == 0 and twice.stdout == "Purged 0 entries.\n", twice.stderr
+        long_key = "never-cached:" + "x" * 200  # wider than the terminal (COLUMNS=160): printed whole on one line
+        missing = cli("purge", "--gateway", gateway.url, "--key", long_key, "--key", "k1")
+        assert missing.returncode == 0, missing.stderr
+        assert missing.stdout == f"Purged 0 entries.\nNot cached: k1, {long_key}\n"
         snapshot = cli("status", "--once", "--gateway", gateway.url)
         assert snapshot.returncode == 0 and WABA in snapshot.stdout and "tenant other" in snapshot.stdout
         assert "hit ratio 50.0% of 400 answers" in snapshot.stdout  # 200 filled, then 200 hits

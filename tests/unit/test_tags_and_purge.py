@@ -1,4 +1,5 @@
-"""Purge tags, the tag index (memory backend, fake clock) and purge/audit request parsing: no I/O."""
+"""Purge tags, the tag index (memory backend, fake clock), what a purge counts, purge/audit request parsing and
+the purge command's report: no I/O."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ import orjson
 import pytest
 
 from proxy.actions import ACTIONS, ActionSpec
-from proxy.cache.base import Entry
+from proxy.breaker import CircuitBreaker
+from proxy.cache.base import CacheError, Entry
 from proxy.cache.memory import MemoryCache
+from proxy.cache.redis import RedisCache
 from proxy.cache.tagindex import GRACE_S, PAIR_BYTES, SET_BYTES, MemoryTagIndex
+from proxy.cache.tiered import TieredCache
 from proxy.errors import RequestRejected
-from proxy.purge import AuditEvent, Purger
+from proxy.operator import purge_report
+from proxy.purge import AuditEvent, Purger, PurgeResult
 from proxy.tags import tags_for, waba_link
 from proxy.web.admin import audit_events, purge_request
+from tests.support import free_port
 
 TEMPLATE, WABA = "GetChatappTemplateDetail", "QueryChatappBindWaba"
 WABA_BODY = orjson.dumps({"RequestId": "r", "Code": "OK", "Data": {"Id": "90999", "Name": "w"}})
@@ -104,11 +110,86 @@ async def test_purger_deletes_by_key_tag_and_waba_and_audits_by_template_within_
     await index.link("90999", "1")
     purger = Purger(cache, index)
     assert await purger.audit([AuditEvent("90999", "t")]) == ["a"]  # code t in space 1 only
-    assert await purger.audit([AuditEvent("unknown-waba", "t")]) == ["a", "b"]  # no link: t everywhere
+    assert await purger.index.keys(["template:t"]) == {"a", "b"}
+    assert await purger.audit([AuditEvent("unknown-waba", "t")]) == ["b"]  # no link: t everywhere (a is gone)
     assert await purger.audit([AuditEvent("90999", kind="phoneNameUpdate")]) == []
-    assert await purger.purge(tags={"WabaId": ["90999"]}) == ["a", "c", "w"]
+    assert await purger.purge(tags={"WabaId": ["90999"]}) == PurgeResult(purged=["c", "w"], not_cached=[])
     assert await cache.get("c") is None and await cache.get("w") is None
-    assert await purger.purge(keys=["zzz"]) == ["zzz"]
+    assert await purger.purge(keys=["zzz"]) == PurgeResult(purged=[], not_cached=["zzz"])
+
+
+async def test_purger_counts_what_it_removed_not_what_it_was_named() -> None:
+    """Issue 15: a never-cached key purges nothing and is reported as not cached; a purge by tag run twice
+    removes the entries once (the index still names them the second time); expired entries count as absent."""
+    clock = Clock()
+    cache = MemoryCache(clock=clock)
+    index = MemoryTagIndex(retention=1000, clock=clock)
+    for number in range(6):
+        key = f"s{number}"
+        await cache.set(key, Entry(200, b"{}", 0.0), 60)
+        await index.add(key, ["space:1", f"template:t{number}"], until=60.0)
+    await cache.set("other", Entry(200, b"{}", 0.0), 60)
+    await index.add("other", ["space:2"], until=60.0)
+    purger = Purger(cache, index)
+    assert await purger.purge(keys=["does-not-exist"]) == PurgeResult(purged=[], not_cached=["does-not-exist"])
+    first = await purger.purge(tags={"CustSpaceId": ["1"]})
+    assert first == PurgeResult(purged=[f"s{n}" for n in range(6)], not_cached=[])
+    assert await index.keys(["space:1"]) == {f"s{n}" for n in range(6)}  # the index still names them...
+    assert await purger.purge(tags={"CustSpaceId": ["1"]}) == PurgeResult(purged=[], not_cached=[])  # ...0 purged
+    # keys named outright and under a tag, the same key twice: each entry counted once, misses named
+    both = await purger.purge(keys=["other", "other", "s1", "nope"], tags={"CustSpaceId": ["2"]})
+    assert both == PurgeResult(purged=["other"], not_cached=["nope", "s1"])
+    await cache.set("short", Entry(200, b"{}", 0.0), 5)
+    clock.now = 5.0  # past its time to live: nothing left to purge
+    assert await purger.purge(keys=["short"]) == PurgeResult(purged=[], not_cached=["short"])
+    await cache.set("w", Entry(200, b"{}", 0.0), 60)
+    await index.add("w", ["waba:9"], until=65.0)
+    assert await purger.audit([AuditEvent("9", kind="wabaReviewUpdate")]) == ["w"]
+    assert await purger.audit([AuditEvent("9", kind="wabaReviewUpdate")]) == []
+
+
+class FlakyCache(MemoryCache):
+    """A memory cache whose delete of ``bad`` cannot reach the backend."""
+
+    def __init__(self, bad: str) -> None:
+        super().__init__()
+        self.bad = bad
+
+    async def delete(self, key: str) -> bool:
+        removed = await super().delete(key)
+        if key == self.bad:
+            raise CacheError("redis DEL failed")
+        return removed
+
+
+async def test_a_purge_that_cannot_reach_the_cache_deletes_the_other_keys_then_raises() -> None:
+    cache = FlakyCache(bad="b")
+    for key in ("a", "b", "c"):
+        await cache.set(key, Entry(200, b"{}", 0.0), 60)
+    with pytest.raises(CacheError, match="DEL failed"):
+        await Purger(cache, MemoryTagIndex(retention=100)).purge(keys=["a", "b", "c"])
+    assert cache.peek("a") is None and cache.peek("c") is None
+
+
+async def test_tiered_delete_says_what_the_l1_held_and_raises_while_redis_is_marked_down() -> None:
+    breaker = CircuitBreaker()
+    l1 = MemoryCache()
+    l2 = RedisCache.from_url(f"redis://127.0.0.1:{free_port()}/0")  # never asked: the breaker is open
+    tiered = TieredCache(l1, l2, bus=None, breaker=breaker)
+    await l1.set("k", Entry(200, b"{}", 0.0), 60)
+    breaker.failure(0.0)
+    with pytest.raises(CacheError, match="marked down"):
+        await tiered.delete("k")  # Redis may still hold it: no purge may claim it is gone, or was never there
+    assert l1.peek("k") is None  # this replica stops serving it all the same
+    await l2.close()
+
+
+def test_purge_report_lines() -> None:
+    long_key = "cams:" + "x" * 300
+    answer = {"Purged": 1, "Keys": [long_key], "NotCached": ["k1", "k2"]}
+    assert purge_report(answer) == ["Purged 1 entry.", f"  {long_key}", "Not cached: k1, k2"]
+    assert purge_report({"Purged": 0, "Keys": [], "NotCached": []}) == ["Purged 0 entries."]
+    assert purge_report({"Purged": 3, "Keys": ["a", "b", "c"]}) == ["Purged 3 entries.", "  a", "  b", "  c"]
 
 
 def key_for(spec: ActionSpec, params: dict[str, str]) -> str:
