@@ -177,11 +177,16 @@ def supervise_workers(settings: GatewaySettings, argv: Sequence[str], env: Mappi
 
 def run_gateway(settings: GatewaySettings, worker: int | None = None) -> None:
 
+    from proxy.loops import LoopUnavailable, loop_factory, run
     from proxy.runner import bind, serve_forever
     from proxy.tenants import TenantsFileError, load_tenants
     from proxy.web.app import OPS_PORT, create_app, gateway_runner
 
     log = get_logger("proxy.gateway")
+    try:
+        loop_name, _ = loop_factory(settings.loop)
+    except LoopUnavailable as exc:
+        raise ConfigError([str(exc)]) from exc
     try:
         directory = load_tenants(settings.tenants_file)
     except TenantsFileError as exc:
@@ -206,10 +211,11 @@ def run_gateway(settings: GatewaySettings, worker: int | None = None) -> None:
             tenants=len(directory.tenants),
             tenant_auth=directory.require_authentication,
             worker=worker,
+            loop=loop_name,
         )
 
-    asyncio.run(serve_forever(app, sock, ready, runner_factory=gateway_runner, grace_s=settings.shutdown_grace_s,
-                              more_socks=ops_socks))
+    run(serve_forever(app, sock, ready, runner_factory=gateway_runner, grace_s=settings.shutdown_grace_s,
+                      more_socks=ops_socks), settings.loop)
     log.info("gateway stopped", worker=worker)
 
 

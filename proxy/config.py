@@ -400,6 +400,7 @@ class GatewaySettings:
     callback_token: Secret | None = None
     log_level: str = "info"
     log_format: str = "auto"
+    loop: str = "auto"
 
     @classmethod
     def from_sources(cls, namespace: argparse.Namespace, environ: Mapping[str, str]) -> Self:
@@ -566,6 +567,8 @@ GATEWAY_OPTIONS: Final = (
     Option("log_level", "--log-level", "LOG_LEVEL", choice(LOG_LEVELS), "info", "log level", "LEVEL"),
     Option("log_format", "--log-format", "LOG_FORMAT", choice((*LOG_FORMATS, "auto")), "auto",
            "console, json, or auto (json unless stderr is a terminal)", "FORMAT"),
+    Option("loop", "--loop", "PROXY_LOOP", choice(("auto", "uvloop", "asyncio")), "auto",
+           "event loop: uvloop, asyncio, or auto (uvloop where it is installed, a dependency on Linux)", "LOOP"),
 )
 
 

@@ -25,7 +25,7 @@ VECTORS = ROOT / "tests" / "vectors"
 DEMO = Credentials(DEMO_ACCESS_KEY_ID, Secret(DEMO_ACCESS_KEY_SECRET))
 SEED_SPACE = "28251486512358"
 SEED_TEMPLATE = "744c4b5c79c9432497a075bdfca36bf5"
-URL_LINE = re.compile(r"url=(http://[^\s\"]+)")
+URL_LINE = re.compile(r"\burl(?:=|\":\")(http://[^\s\"]+)")  # console (url=...) or JSON ("url":"...")
 
 
 def free_port() -> int:
@@ -69,6 +69,17 @@ def start_cli(args: Sequence[str], log: Path, env: Mapping[str, str] | None = No
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"process not ready after {timeout}s:\n{log.read_text()}")
+
+
+def wait_for_log(process: Process, *needles: str, within_s: float = 10.0) -> str:
+    """The process's log once it holds every one of ``needles`` (access lines are written in batches, every
+    50 ms, so a line may follow its answer by that much)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        text = process.log.read_text()
+        if all(needle in text for needle in needles) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.02)
 
 
 def signed_headers(host: str, action: str, query: Mapping[str, str], *, credentials: Credentials = DEMO,
