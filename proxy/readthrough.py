@@ -39,7 +39,7 @@ from proxy.bus import Bus, Notice
 from proxy.cache.base import Cache, CacheError, Entry
 from proxy.cache.tagindex import TagIndex
 from proxy.coalesce import SingleFlight
-from proxy.errors import DeadlineExceeded, GatewayError, Overloaded, UpstreamFailed
+from proxy.errors import DeadlineExceeded, DeadlineTooShort, GatewayError, Overloaded, UpstreamFailed
 from proxy.freshness import Freshness, Lifetimes, store_seconds
 from proxy.keys import cache_key
 from proxy.leases import Leases, LeaseUnavailable
@@ -131,6 +131,8 @@ class Counters:
     upstream_no_answer: int = 0
     cache_errors: int = 0
     missed_send_windows: int = 0
+    #: Misses refused before any flight: their deadline is shorter than the fastest possible miss.
+    deadline_too_short: int = 0
     #: Upstream calls in a row that got no answer or a fault (0 after any real answer): /readyz reads it.
     upstream_failures_in_a_row: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
@@ -152,7 +154,7 @@ def failure_from_notice(notice: Notice) -> GatewayError:
     except (orjson.JSONDecodeError, KeyError, TypeError):
         code, message, retry_after = UpstreamFailed.code, "The replica filling this key failed.", None
     if isinstance(retry_after, int | float) and not isinstance(retry_after, bool):
-        refused = Overloaded(message, float(retry_after))
+        refused = Overloaded(message, float(retry_after), rendered=True)  # the message says the wait already
         refused.code, refused.status = code, notice.status or refused.status
         return refused
     return GatewayError(message, code=code, status=notice.status or UpstreamFailed.status)
@@ -211,10 +213,17 @@ class ReadThrough:
 
     async def fetch(self, spec: ActionSpec, params: Mapping[str, str], deadline: float, *, key: str | None = None,
                     found: Entry | None = None, looked_up: bool = False, tenant: str = "anonymous",
-                    priority: Priority = Priority.INTERACTIVE) -> Answer:
+                    priority: Priority = Priority.INTERACTIVE, budget_s: float | None = None,
+                    asked: str | None = None) -> Answer:
         """The answer for one validated call; raises `GatewayError` when there is none to give.
 
-        ``looked_up``: the caller already read the cache under ``key`` and found ``found`` (or nothing)."""
+        ``looked_up``: the caller already read the cache under ``key`` and found ``found`` (or nothing).
+        ``budget_s``: the whole budget the request was given (default: what is left of ``deadline`` now), and
+        ``asked``: how it was set, for the message ("X-Request-Timeout-Ms 50"). A miss that would start a flight
+        with a budget shorter than the fastest possible miss is refused with `DeadlineTooShort` before the flight
+        (no lease, no queue, no quota), or answered from a stale entry still within the maximum staleness; joining
+        a flight already under way needs no minimum. The whole budget decides, not what is left of it: time spent
+        before (a slow cache lookup) is not the caller's mistake, and meets the queue's own deadline checks."""
         key = key or self.key_for(spec, params)
         if not looked_up:
             found = await self._lookup(key)
@@ -230,6 +239,12 @@ class ReadThrough:
                 self.revalidate(spec, params, key, found.fresh_until)
                 return Answer(found, CacheStatus.STALE, stale_reason="stale-while-revalidate")
             fallback = found
+        if not self._flights.has(key) and key not in self._refreshing:
+            try:
+                self._check_deadline(spec.name, deadline, budget_s, asked)
+            except DeadlineTooShort as exc:
+                self.counters.deadline_too_short += 1
+                return self._stale_or_raise(fallback, exc, exc)
         flight, leader = self._flights.join(
             key, lambda: self._flight(spec, dict(params), key, self._demand_for(key, tenant, priority, deadline)))
         if leader:
@@ -253,6 +268,11 @@ class ReadThrough:
             return Answer(fallback, CacheStatus.STALE, fill, "stale-if-error", fill.entry.status)
         return Answer(fill.entry, CacheStatus.MISS if leader and not fill.shared else CacheStatus.COALESCED, fill,
                       had_stale=fallback is not None)
+
+    def _check_deadline(self, action: str, deadline: float, budget_s: float | None, asked: str | None) -> None:
+        """`UpstreamQueue.check_deadline` for a miss about to start a flight (``deadline`` in loop time)."""
+        budget = deadline - asyncio.get_running_loop().time() if budget_s is None else budget_s
+        self._queues[action].check_deadline(budget, asked or f"This request's deadline ({budget * 1000:.0f} ms)")
 
     def _demand_for(self, key: str, tenant: str, priority: Priority, deadline: float) -> Demand:
         """The demand of a new flight for ``key``, kept while the flight runs so joiners can raise it."""

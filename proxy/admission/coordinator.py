@@ -260,11 +260,11 @@ class Coordinator:
         if not reservation.granted and reservation.held_back >= cap:
             raise Overloaded(f"The shared upstream budget for {action} is held back in full for replicas cut from "
                              f"Redis (their safe capacity, {reservation.held_back}/s of {cap}/s) until their leases "
-                             f"end; retry later.", self.lease.lease_s / 4)
+                             "end", self.lease.lease_s / 4)
         if not reservation.granted:
             if reservation.wait_s > remaining:
                 raise Overloaded(f"The shared upstream budget for {action} has no slot before this request's "
-                                 f"deadline (next in about {reservation.wait_s:.1f}s); retry then.", reservation.wait_s)
+                                 "deadline", reservation.wait_s)
             await asyncio.sleep(max(0.0, reservation.wait_s - self.horizon_s))
             return None
         # The slot is a moment on Redis's clock; the estimate of that clock (from the fastest recent round

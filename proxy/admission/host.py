@@ -141,13 +141,12 @@ class HostBudget:
                     log.warning("host budget unreachable: misses refused, hits still served", error=str(exc))
                 self._last_error = str(exc)
                 raise Overloaded(f"The upstream budget shared by this host's workers is unreachable ({exc}); "
-                                 f"misses are refused until it answers (cached answers are still served); "
-                                 f"retry in {UNREACHABLE_RETRY_AFTER_S:.0f}s.", UNREACHABLE_RETRY_AFTER_S) from exc
+                                 f"misses are refused until it answers (cached answers are still served)",
+                                 UNREACHABLE_RETRY_AFTER_S) from exc
             if not reply.granted:
                 self.stats.refused += 1
                 raise Overloaded(f"The upstream budget for {action} shared by this host's workers has no slot "
-                                 f"before this request's deadline (next in about {reply.wait_s:.1f}s); retry then.",
-                                 reply.wait_s)
+                                 "before this request's deadline", reply.wait_s)
             delay = reply.at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -27,11 +27,17 @@ and send; only the network's own jitter remains for the rest of δ to cover.
 
 Guarantees:
 
+* a miss whose deadline is shorter than the upstream's usual answer time (an average of recent calls) could
+  not be served even with an empty queue: the read-through refuses it before any flight or queue with
+  `DeadlineTooShort` (400, no retry time: `check_deadline`, `proxy.admission.spacing.DeadlineFloor`); one that
+  reaches `acquire` with less than that left (its time went elsewhere: another replica's fill, a retry) is
+  `DeadlineExceeded` at once, never queued;
 * a miss that finds its tenant's queue full (``bound`` per tenant and priority), or that the calls
   ahead of it (its fair position, `FairQueue.ahead_of`) cannot be served before its deadline, is
-  refused at once with `Overloaded` and an honest retry time: how long the calls now ahead take.
-  "Served before its deadline" means granted early enough for the upstream's usual answer time (an
-  average of recent calls) to fit too, and the wait is estimated with the spacing actually observed
+  refused at once with `Overloaded` and an honest retry time: how long the calls now ahead take (one
+  value for the message and both headers, `proxy.errors.retry_after_ms`).
+  "Served before its deadline" means granted early enough for the upstream's usual answer time to fit
+  too, and the wait is estimated with the spacing actually observed
   under backlog when that is wider than ``T`` (sends anchor the next grant, see above);
 * δ(t) may widen after a call was admitted (admission plans at the spacing of the moment): at every grant
   the queued calls are re-checked in the order they would be served, and one that no longer fits is
@@ -54,8 +60,8 @@ from proxy.admission.aimd import AdaptiveRate
 from proxy.admission.coordinator import Coordinator
 from proxy.admission.fair import FairQueue, Priority, TenantQueueFull
 from proxy.admission.margin import AdaptiveMargin
-from proxy.admission.spacing import estimated_wait, spacing_interval
-from proxy.errors import DeadlineExceeded, Overloaded
+from proxy.admission.spacing import DeadlineFloor, deadline_floor, estimated_wait, spacing_interval
+from proxy.errors import DeadlineExceeded, DeadlineTooShort, Overloaded
 from proxy.logs import get_logger
 
 log = get_logger("proxy.admission")
@@ -140,6 +146,10 @@ class QueueStats:
     refused_deadline: int = 0
     #: Admitted, then refused while queued because its deadline could no longer be met (`_refuse_late`).
     refused_late: int = 0
+    #: Refused before the queue: the deadline is shorter than the fastest possible miss (`check_deadline`).
+    refused_too_short: int = 0
+    #: Reached `acquire` with less of its deadline left than an answer takes: `DeadlineExceeded`, never queued.
+    refused_no_time_left: int = 0
     expired: int = 0
     max_send_delay: float = 0.0
     #: Shadow mode: what enforcing would have done (granted at once, made to wait, refused).
@@ -254,6 +264,21 @@ class UpstreamQueue:
             ahead = self._fair.ahead_of(tenant, priority) + (self._turn is not None)
         return estimated_wait(now, anchor, ahead, self.effective_interval)
 
+    def deadline_floor(self) -> DeadlineFloor:
+        """The shortest deadline a miss of this action can have, even with an empty queue (now)."""
+        return deadline_floor(self._upstream_time, self.effective_interval)
+
+    def check_deadline(self, budget_s: float, asked: str) -> None:
+        """Raise `DeadlineTooShort` if a miss with ``budget_s`` seconds left could not be served even with nothing
+        queued (`DeadlineFloor.refuses`): called before the flight, the lease and the queue, so it costs nothing.
+        ``asked`` names the deadline in the message. Shadow mode enforces nothing, this included."""
+        if self.shadow:
+            return
+        floor = self.deadline_floor()
+        if floor.refuses(budget_s):
+            self.stats.refused_too_short += 1
+            raise DeadlineTooShort(self.action, asked, floor.fastest_s, floor.advised_s)
+
     def _pass_turn(self) -> None:
         """Give the turn to the next waiter `FairQueue` picks, if nobody holds it."""
         while self._turn is None:
@@ -288,9 +313,9 @@ class UpstreamQueue:
         ``deadline`` is in event-loop time. With ``demand`` (a coalesced flight), its deadline, tenant and
         priority are used instead and followed while the call waits: a longer deadline moves the give-up time,
         a higher priority moves the call up (`FairQueue.promote`). Raises `Overloaded` (refused at once, or
-        when the queue closes), `DeadlineExceeded` (gave up while queued), or `UpstreamError` (no connection
-        could be opened; nothing was sent).
-        """
+        when the queue closes), `DeadlineExceeded` (less time left than an answer takes, or gave up while
+        queued), or `UpstreamError` (no connection could be opened; nothing was sent). A deadline too short
+        for any miss is refused before this, by `check_deadline`."""
         if demand is not None:
             deadline, tenant, priority = demand.deadline, demand.tenant, demand.priority
         if self._closed is not None:
@@ -299,20 +324,24 @@ class UpstreamQueue:
         if self.shadow:
             return self._shadow_grant(loop.time(), deadline)
         now = loop.time()
-        wait = self.estimated_wait(now, tenant, priority)
         grant_by = deadline - self._upstream_time
+        if now > grant_by:  # no answer could arrive in time even if granted now: no queue helps, no retry time
+            self.stats.refused_no_time_left += 1
+            raise DeadlineExceeded(f"Too little of the request's deadline is left for an upstream call to "
+                                   f"{self.action} ({max(0.0, deadline - now) * 1000:.0f} ms; the upstream answers "
+                                   f"in about {self._upstream_time * 1000:.0f} ms); it was not sent.")
+        wait = self.estimated_wait(now, tenant, priority)
         if now + wait > grant_by:
             self.stats.refused_deadline += 1
-            raise Overloaded(f"The upstream queue for {self.action} cannot serve this request before its "
-                             f"deadline (about {wait:.1f}s of calls ahead at {self.rate}/s); retry in {wait:.1f}s.",
-                             wait)
+            raise Overloaded(f"The upstream queue for {self.action} cannot serve this request before its deadline: "
+                             f"the calls ahead of it, at {self.rate}/s, take longer than it allows", wait)
         ticket: asyncio.Future[None] = loop.create_future()
         try:
             self._fair.push(ticket, tenant, priority)
         except TenantQueueFull:
             self.stats.refused_full += 1
             raise Overloaded(f"The upstream queue for {self.action} is full for tenant {tenant} ({self.bound} "
-                             f"waiting); retry in {wait:.1f}s.", wait) from None
+                             f"waiting)", wait) from None
         self._latest_grant[ticket] = grant_by
         self._pass_turn()
         holding = False
@@ -409,9 +438,9 @@ class UpstreamQueue:
                 continue
             self.stats.refused_late += 1
             ticket.set_exception(Overloaded(
-                f"The upstream queue for {self.action} can no longer serve this request before its deadline: "
-                f"the calls ahead of it now take about {wait:.1f}s (spacing {interval * 1000:.0f} ms, margin "
-                f"{self.margin.value(time.monotonic()) * 1000:.0f} ms); it was not sent, retry in {wait:.1f}s.", wait))
+                f"The upstream queue for {self.action} can no longer serve this request before its deadline: the "
+                f"calls ahead of it now take longer (spacing {interval * 1000:.0f} ms, margin "
+                f"{self.margin.value(time.monotonic()) * 1000:.0f} ms); it was not sent", wait))
 
     async def _grant_gate(self, loop: asyncio.AbstractEventLoop) -> None:
         """At most one grant per ``T`` (the turn holder alone passes here, so no lock is needed)."""

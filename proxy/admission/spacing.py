@@ -9,6 +9,8 @@ burst of R and then drip, letting ``2R - 1`` into one window.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 def spacing_interval(rate_per_second: float, margin_s: float) -> float:
     """Seconds between two grants: ``(1 s + δ) / R``."""
@@ -28,3 +30,23 @@ def estimated_wait(now: float, last_grant: float | None, waiting: int, interval:
     """Seconds until a newcomer behind ``waiting`` queued misses would be granted."""
     next_free = now if last_grant is None else max(now, last_grant + interval)
     return (next_free - now) + waiting * interval
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineFloor:
+    """The shortest deadline a miss can have, however empty the queue.
+
+    Admission grants a call only if the upstream's usual answer time still fits before its deadline, so a budget
+    below ``fastest_s`` (that answer time) is refused even with nothing queued: retrying cannot help.
+    ``advised_s`` adds one slot of the spacing, the wait after a call of the action that has just left."""
+
+    fastest_s: float
+    advised_s: float
+
+    def refuses(self, budget_s: float) -> bool:
+        return budget_s < self.fastest_s
+
+
+def deadline_floor(answer_time_s: float, interval_s: float) -> DeadlineFloor:
+    """The floor for an action whose calls take ``answer_time_s`` and are spaced ``interval_s`` apart."""
+    return DeadlineFloor(max(0.0, answer_time_s), max(0.0, answer_time_s) + max(0.0, interval_s))

@@ -59,8 +59,8 @@ from proxy.tenants import (
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.signing import DEFAULT_MAX_SKEW
 from proxy.web.admin import PURGER, AdminRoutes
+from proxy.web.calls import deadline_asked, parse_call, priority_of
 from proxy.web.calls import deadline_seconds as request_deadline
-from proxy.web.calls import parse_call, priority_of
 from proxy.web.headers import (
     RATE_LIMIT_REUSE_S,
     REQUEST_ID,
@@ -357,10 +357,12 @@ class CallHandler:
         else:
             fields["tenant"] = header_label(headers) or call.query_label or ANONYMOUS
         loop = asyncio.get_running_loop()
-        budget = request_deadline(request, app[SETTINGS].deadline_s)
+        default = app[SETTINGS].deadline_s
+        budget = request_deadline(request, default)
         answer = await readthrough.fetch(call.spec, call.params, loop.time() + budget, key=call.key,
                                          found=found[0] if found else None, looked_up=found is not None,
-                                         tenant=fields["tenant"], priority=priority_of(request))
+                                         tenant=fields["tenant"], priority=priority_of(request),
+                                         budget_s=budget, asked=deadline_asked(request, budget, default))
         fields["cache"] = answer.cache.value
         if answer.fill is not None:
             fields["queue_wait_ms"] = round(answer.fill.queue_wait * 1000, 2)
@@ -413,7 +415,7 @@ async def drain(app: web.Application) -> None:
     """Shutdown, first step (the listener is already closed): refuse what still waits in the queues with a
     503 and Retry-After, so every queued request gets an answer now; calls already granted finish within
     the grace period, then the resources close (leases released, Redis and the session closed)."""
-    refused = {name: queue.close("The gateway is shutting down; retry (another replica will answer).")
+    refused = {name: queue.close("The gateway is shutting down (another replica will answer)")
                for name, queue in app[QUEUES].items()}
     log.info("shutting down: queued misses refused with Retry-After, calls in flight finish", refused=refused)
 

@@ -87,6 +87,14 @@ def deadline_seconds(request: web.Request, default: float) -> float:
     return min(default, int(raw) / 1000.0)
 
 
+def deadline_asked(request: web.Request, budget: float, default: float) -> str:
+    """How ``budget`` (from `deadline_seconds`) was set, named as a too-short deadline's message names it."""
+    raw = request.headers.get(DEADLINE_HEADER)
+    if raw is not None and budget < default:
+        return f"{DEADLINE_HEADER} {int(raw)}"
+    return f"The gateway's deadline (--deadline-s {default:g})"
+
+
 def priority_of(request: web.Request) -> Priority:
     """``X-Proxy-Priority: warm`` puts the caller's misses below interactive ones and refreshes (the warm-up
     command uses it); ``interactive`` or no header is the default. A caller can only lower its own priority."""

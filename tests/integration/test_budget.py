@@ -7,6 +7,8 @@ These tests count (calls, throttled, max_in_any_1s); they do not time anything.
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 
 import aiohttp
 import orjson
@@ -32,6 +34,17 @@ async def call(session: aiohttp.ClientSession, gateway: TestServer, target: str,
                headers: dict[str, str] | None = None) -> tuple[int, dict[str, object], dict[str, str]]:
     async with session.get(str(gateway.make_url("/")) + target.lstrip("/"), headers=headers) as response:
         return response.status, orjson.loads(await response.read()), dict(response.headers.items())
+
+
+def assert_one_wait(body: dict[str, object], headers: dict[str, str]) -> int:
+    """A 503's retry values agree: the message's "retry in X.Ys", ``x-acs-retry-after`` (ms) and ``Retry-After``
+    (whole seconds, rounded up, at least 1). Returns the wait in ms."""
+    found = re.search(r"; retry in (\d+\.\d)s\.$", str(body["Message"]))
+    assert found is not None, body["Message"]
+    wait_ms = int(headers["x-acs-retry-after"])
+    assert wait_ms >= 100 and round(float(found.group(1)) * 1000) == wait_ms
+    assert int(headers["Retry-After"]) == max(1, math.ceil(wait_ms / 1000))
+    return wait_ms
 
 
 async def call_honouring_retry_after(session: aiohttp.ClientSession, gateway: TestServer, target: str,
@@ -102,7 +115,7 @@ async def test_full_queue_answers_503_with_both_retry_headers(make_gateway: Gate
     for body, headers in refused:
         assert body["Code"] == "Throttling.Proxy" and "full" in str(body["Message"])
         assert set(body) == {"RequestId", "HostId", "Code", "Message"}
-        assert int(headers["Retry-After"]) >= 1 and int(headers["x-acs-retry-after"]) >= 1
+        assert_one_wait(body, headers)
     assert (await sim.stats(TEMPLATE))["calls"] == len(served)
 
 
@@ -114,9 +127,38 @@ async def test_a_short_client_deadline_is_refused_at_once(make_gateway: GatewayF
     await asyncio.sleep(0.05)
     status, body, headers = await call(session, gateway, template_target(10), {"X-Request-Timeout-Ms": "300"})
     assert status == 503 and body["Code"] == "Throttling.Proxy" and "deadline" in str(body["Message"])
-    assert int(headers["Retry-After"]) >= 1
+    assert assert_one_wait(body, headers) >= 500  # six calls ahead at 5/s: about a second
     await first
     assert (await sim.stats(TEMPLATE))["calls"] == 6
+
+
+async def test_a_deadline_too_short_for_any_miss_is_400_without_retry_headers_and_costs_nothing(
+        make_gateway: GatewayFactory, session: aiohttp.ClientSession, sim: Sim) -> None:
+    """Issue 15: 50 ms cannot hold an upstream answer (a new gateway assumes 250 ms until it has measured), queue or
+    no queue. Not a throttle: its own 400, no Retry-After (retrying cannot help), nothing queued or sent. The same
+    deadline on a hit is served."""
+    await sim.fixtures(many_templates(2))
+    gateway = await make_gateway()
+    status, body, headers = await call(session, gateway, template_target(0), {"X-Request-Timeout-Ms": "50"})
+    assert status == 400 and body["Code"] == "InvalidParameter.RequestTimeoutTooShort"
+    lowered = {name.lower(): value for name, value in headers.items()}
+    assert set(body) == {"RequestId", "HostId", "Code", "Message"} and lowered["x-request-id"] == body["RequestId"]
+    message = str(body["Message"])
+    assert message.startswith(f"X-Request-Timeout-Ms 50 is shorter than the fastest possible miss of {TEMPLATE} "
+                              "(about 250 ms") and "not queued or sent" in message, message
+    advised = int(re.search(r"at least (\d+) ms", message).group(1))  # type: ignore[union-attr]
+    assert advised > 250
+    assert not {"retry-after", "x-acs-retry-after"} & set(lowered)
+    assert "retry in" not in message
+    assert (await sim.stats(TEMPLATE))["calls"] == 0
+    queue = gateway.app[QUEUES][TEMPLATE]
+    assert queue.stats.refused_too_short == 1 and queue.stats.granted == 0
+    # The advised deadline is enough for the same miss; then a 50 ms deadline is served from the cache.
+    status, _, _ = await call(session, gateway, template_target(0), {"X-Request-Timeout-Ms": str(advised)})
+    assert status == 200
+    status, _, headers = await call(session, gateway, template_target(0), {"X-Request-Timeout-Ms": "50"})
+    assert status == 200 and headers["X-Cache"] == "HIT"
+    assert (await sim.stats(TEMPLATE))["calls"] == 1 and queue.stats.refused_too_short == 1
 
 
 async def test_deadline_passed_in_the_queue_is_504_and_never_sent(make_gateway: GatewayFactory,

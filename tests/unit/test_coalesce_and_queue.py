@@ -99,12 +99,24 @@ async def test_queue_gives_up_at_the_deadline_without_granting() -> None:
 
 async def test_queue_refuses_at_once_what_cannot_fit_its_deadline() -> None:
     queue = UpstreamQueue("A", rate_per_second=5, margin=0.02, bound=100)
+    queue._upstream_time = 0.05  # a 100 ms deadline is long enough for an answer, not for the slot ahead (~210 ms)
     loop = asyncio.get_running_loop()
     grant = await queue.acquire(loop.time() + 5)
     grant.sent(loop.time())
     with pytest.raises(Overloaded) as caught:
         await queue.acquire(loop.time() + 0.1)
     assert caught.value.retry_after_s > 0 and queue.stats.refused_deadline == 1
+    wait_ms = int(caught.value.headers["x-acs-retry-after"])
+    assert caught.value.message.endswith(f"; retry in {wait_ms / 1000:.1f}s.") and wait_ms >= 100
+
+
+async def test_a_call_with_less_time_left_than_an_answer_takes_is_504_at_once_without_retry_headers() -> None:
+    queue = UpstreamQueue("A", rate_per_second=5, margin=0.02, bound=100)
+    loop = asyncio.get_running_loop()
+    with pytest.raises(DeadlineExceeded) as caught:  # 100 ms left, answers take ~250 ms: no queue would help
+        await queue.acquire(loop.time() + 0.1)
+    assert caught.value.headers == {} and caught.value.status == 504 and "not sent" in caught.value.message
+    assert queue.stats.refused_no_time_left == 1 and queue.stats.refused_deadline == 0 and queue.waiting == 0
 
 
 async def test_queued_calls_that_a_wider_margin_no_longer_fits_are_refused_with_a_retry_time() -> None:
@@ -124,6 +136,9 @@ async def test_queued_calls_that_a_wider_margin_no_longer_fits_are_refused_with_
             grant = await queue.acquire(deadline)
         except Overloaded as refused:
             assert refused.retry_after_s > 0 and "no longer" in str(refused)
+            wait_ms = int(refused.headers["x-acs-retry-after"])
+            assert str(refused).endswith(f"; retry in {wait_ms / 1000:.1f}s.")
+            assert wait_ms == round(refused.retry_after_s * 1000)
             return "refused"
         except DeadlineExceeded:
             return "expired"

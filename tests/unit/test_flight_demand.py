@@ -23,7 +23,7 @@ def test_demand_keeps_the_longest_deadline_and_the_highest_priority() -> None:
 
 
 def test_a_refusal_travels_with_its_retry_after() -> None:
-    notice = failure_notice("k", "replica-a", Overloaded("The upstream queue is full; retry in 2.5s.", 2.5))
+    notice = failure_notice("k", "replica-a", Overloaded("The upstream queue is full", 2.5))
     error = failure_from_notice(notice)
     assert isinstance(error, Overloaded) and error.status == 503 and error.code == "Throttling.Proxy"
     assert error.headers == {"Retry-After": "3", "x-acs-retry-after": "2500"}
