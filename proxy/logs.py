@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any, Final
+from typing import Any
 
 import orjson
 import structlog
 
+from proxy.access_log import SENSITIVE_MARKERS, SINK
 from proxy.secret import REDACTED
-
-SENSITIVE_MARKERS: Final = ("secret", "token", "signature", "authorization", "password")
 
 
 def redact_sensitive(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -31,8 +30,22 @@ def _json_dumps(value: Any, **_: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
+class SinkLogger:
+    """structlog's last step: each rendered line goes to the process's `LineSink` (stderr), the one the access
+    log writes its batches through, so the two never interleave within a line."""
+
+    def msg(self, message: str) -> None:
+        SINK.write(message + "\n")
+
+    debug = info = warning = warn = error = critical = exception = fatal = failure = err = log = msg
+
+
+def _sink_logger(*_args: Any) -> SinkLogger:
+    return SinkLogger()
+
+
 def configure(level: str = "info", fmt: str = "console") -> None:
-    """Route structlog to stderr as console lines or JSON objects, at ``level``."""
+    """Route structlog to stderr (through `SINK`) as console lines or JSON objects, at ``level``."""
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(serializer=_json_dumps)
@@ -48,9 +61,10 @@ def configure(level: str = "info", fmt: str = "console") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_sink_logger,
         cache_logger_on_first_use=True,
     )
+    SINK.use(sys.stderr)
 
 
 def get_logger(name: str) -> Any:

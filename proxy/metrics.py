@@ -14,6 +14,7 @@
 | ``cams_proxy_budget_shadow_decisions`` | gauge (a count) | action, decision (granted, delayed, refused): shadow mode |
 | ``cams_proxy_redis_up`` | gauge | (1 shared, 0 degraded; absent without Redis) |
 | ``cams_proxy_l1_entries`` | gauge | (entries in the in-process cache) |
+| ``cams_proxy_access_log_dropped_total`` | counter | (access-log lines dropped: the buffer was full) |
 
 Tenant labels are bounded: the tenants of the tenants file, ``anonymous``, else ``other``. No label ever
 holds a secret (labels are actions, outcomes, statuses and configured tenant names).
@@ -53,6 +54,9 @@ class Metrics:
                                 registry=r)
         self.upstream_calls = Counter("cams_proxy_upstream_calls", "Upstream calls by outcome",
                                       ["action", "outcome"], registry=r)
+        self.access_log_dropped = Counter("cams_proxy_access_log_dropped", "Access-log lines dropped because the "
+                                          "buffer was full (the log sink slower than the traffic)", registry=r)
+        self._access_log_dropped_seen = 0
         self.upstream_latency = Histogram("cams_proxy_upstream_latency_seconds", "Upstream answer time",
                                           ["action"], buckets=LATENCY_BUCKETS, registry=r)
         self.queue_wait = Histogram("cams_proxy_queue_wait_seconds", "Time a miss waited for an upstream slot",
@@ -112,6 +116,12 @@ class Metrics:
 
     def observe_wait(self, action: str, priority: Priority, seconds: float) -> None:
         self.queue_wait.labels(action, priority.name.lower()).observe(seconds)
+
+    def count_access_log_dropped(self, total: int) -> None:
+        """Bring the drop counter up to the access log's running ``total``."""
+        if total > self._access_log_dropped_seen:
+            self.access_log_dropped.inc(total - self._access_log_dropped_seen)
+            self._access_log_dropped_seen = total
 
     def sample(self, depths: Mapping[str, Mapping[Priority, int]], use: Mapping[str, float], l1: int | None,
                redis_up: bool | None, shadow: Mapping[str, Mapping[str, int]] | None = None) -> None:

@@ -199,7 +199,16 @@ class AdminRoutes:
 
 def status_document(app: web.Application) -> dict[str, Any]:
     """What an operator's status view reads: flow counters, cache tiers, queues and the Redis mode."""
-    from proxy.web.app import EDGE_STATS, QUEUES, READTHROUGH, REPLICA_KIT, TENANTS, in_process_cache, memory_document
+    from proxy.web.app import (
+        ACCESS_LOG,
+        EDGE_STATS,
+        QUEUES,
+        READTHROUGH,
+        REPLICA_KIT,
+        TENANTS,
+        in_process_cache,
+        memory_document,
+    )
 
     readthrough = app[READTHROUGH]
     cache = readthrough.cache
@@ -232,6 +241,9 @@ def status_document(app: web.Application) -> dict[str, Any]:
         "nonces": app[TENANTS].nonces.status(),
         "memory": memory_document(app),
     }
+    access_log = app[ACCESS_LOG]
+    if access_log is not None:  # lines written, dropped (buffer full) and waiting for the next batch
+        document["access_log"] = access_log.status()
     for queue in app[QUEUES].values():  # one adaptive margin per process, shared by its queues
         document["margin"] = queue.margin.status(time.monotonic())
         break

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import orjson
 from aiohttp import web
 from multidict import istr
 
+from proxy.access_log import AccessLog
 from proxy.actions import ACTIONS, ActionSpec
 from proxy.admission.host import HostBudget
 from proxy.admission.margin import AdaptiveMargin
@@ -88,6 +90,7 @@ EDGE_STATS: Final = web.AppKey("edge_stats", EdgeStats)
 TASKS: Final = web.AppKey("tasks", TaskOwner)
 TENANTS_WATCH: Final = web.AppKey("tenants_watch", TenantsFileWatcher)
 MEMORY_SHARES: Final = web.AppKey("memory_shares", MemoryShares)
+ACCESS_LOG: Final[web.AppKey[AccessLog | None]] = web.AppKey("access_log")
 
 
 @dataclass
@@ -204,10 +207,16 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         owner.spawn(watcher.run(), name="tenants-file", long_running=True)
     app[HANDLER].bind(app[READTHROUGH], app[TENANTS], queues)
     owner.spawn(_sample_metrics_every_second(app), name="metrics", long_running=True)
+    access_log = app[ACCESS_LOG]
+    if access_log is not None:
+        owner.spawn(access_log.run(), name="access-log", long_running=True)
     try:
         yield
     finally:
         await owner.close()
+        if access_log is not None:  # after the last request: every line recorded is written
+            await access_log.close()
+            metrics.count_access_log_dropped(access_log.dropped)
         if kit is not None:
             await kit.close()
         else:
@@ -224,7 +233,7 @@ class CallHandler:
     cache key from a bounded memo, so a repeated hit costs a dict lookup, a cache lookup and a response.
     """
 
-    def __init__(self, app: web.Application, access_log: bool, shares: MemoryShares) -> None:
+    def __init__(self, app: web.Application, access_log: AccessLog | None, shares: MemoryShares) -> None:
         self._app = app
         self._access_log = access_log
         self._memo: BoundedMap[tuple[str, str | None, str | None], MemoCall] = BoundedMap(shares.call_memo)
@@ -246,7 +255,7 @@ class CallHandler:
         self._access_key_id = readthrough.access_key_id
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        started = time.monotonic() if self._access_log else 0.0
+        started = time.monotonic() if self._access_log is not None else 0.0
         headers = request.headers
         incoming = headers.get(REQUEST_ID)
         request_id = request_id_for(incoming) if incoming else new_request_id()
@@ -270,10 +279,11 @@ class CallHandler:
                 now = time.time()
                 if entry is not None and now < entry.fresh_until:
                     readthrough.record_hit(call.key, call.spec, call.params, entry, tenant)
-                    if self._access_log:
-                        log.info("request", request_id=request_id, method=request.method, path=request.path,
-                                 status=entry.status, duration_ms=round((time.monotonic() - started) * 1000, 2),
-                                 action=call.spec.name, tenant=tenant, cache="HIT")
+                    access_log = self._access_log
+                    if access_log is not None:
+                        access_log.record(now, request_id, request.method, request.path, entry.status,
+                                          round((time.monotonic() - started) * 1000, 2),
+                                          {"action": call.spec.name, "tenant": tenant, "cache": "HIT"})
                     # No X-Cache-Key on fresh hits: each header costs on every hit, and the key is on the answer
                     # that filled the entry (the purge API also takes the call itself).
                     ready = self._hit_headers.lookup(call.key, entry, now)
@@ -299,9 +309,9 @@ class CallHandler:
             response = error_response(request_id, GatewayError("The gateway failed to handle the request."))
         self._readthrough.metrics.count_request(fields.get("action", "invalid"), fields.get("cache", "ERROR"),
                                                 response.status, fields.get("tenant", ANONYMOUS))
-        if self._access_log:
-            log.info("request", request_id=request_id, method=request.method, path=request.path,
-                     status=response.status, duration_ms=round((time.monotonic() - started) * 1000, 2), **fields)
+        if self._access_log is not None:
+            self._access_log.record(time.time(), request_id, request.method, request.path, response.status,
+                                    round((time.monotonic() - started) * 1000, 2), fields)
         return response
 
     def side_cache_bytes(self) -> dict[str, int]:
@@ -462,6 +472,13 @@ def sample_metrics(app: web.Application) -> None:
         break
     for name, queue in queues.items():
         app[METRICS].budget_rate.labels(name).set(queue.current_rate())
+    access_log = app[ACCESS_LOG]
+    if access_log is not None:
+        app[METRICS].count_access_log_dropped(access_log.dropped)
+
+
+def _report_dropped_lines(dropped: int, total: int) -> None:
+    log.warning("access log lines dropped: the log sink is slower than the traffic", dropped=dropped, total=total)
 
 
 async def _sample_metrics_every_second(app: web.Application) -> None:
@@ -557,7 +574,10 @@ def create_app(settings: GatewaySettings, directory: TenantDirectory | None = No
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(drain)
     app[MEMORY_SHARES] = memory_shares(settings.memory_max_bytes, redis=bool(settings.redis_url))
-    app[HANDLER] = CallHandler(app, access_log=settings.log_level in {"debug", "info"}, shares=app[MEMORY_SHARES])
+    app[ACCESS_LOG] = access_log = (AccessLog(json_lines=settings.json_logs(sys.stderr.isatty()),
+                                              report=_report_dropped_lines)
+                                    if settings.log_level in {"debug", "info"} else None)
+    app[HANDLER] = CallHandler(app, access_log=access_log, shares=app[MEMORY_SHARES])
     handler = app[HANDLER].handle
     app.router.add_route("*", "/", handler)
     for name in ACTIONS:  # plain routes resolve by index, faster than the pattern below

@@ -19,7 +19,7 @@ from alibabacloud_tea_openapi.exceptions import ClientException
 from alibabacloud_tea_openapi.models import Config
 
 from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
-from tests.support import SEED_SPACE, SEED_TEMPLATE, Process, start_cli
+from tests.support import SEED_SPACE, SEED_TEMPLATE, Process, start_cli, wait_for_log
 
 TENANT_KEY, TENANT_SECRET = "LTAI5tTenantCheckout01", "checkout-secret-do-not-log-7f3a"
 TENANT_TOKEN = "billing-token-do-not-log-9c1e2d"
@@ -133,7 +133,7 @@ def test_tenant_authentication_with_sdk_keys_and_bearer_tokens(auth_gateway: Pro
     anonymous = requests.get(url, timeout=5)
     assert (anonymous.status_code, anonymous.json()["Code"]) == (401, "MissingAuthorization")
     assert sim_calls(sim_url) == 1 and sim_calls(sim_url, "QueryChatappBindWaba") == 1
-    log = auth_gateway.log.read_text()
+    log = wait_for_log(auth_gateway, "tenant=checkout", "tenant=billing")
     assert "tenant=checkout" in log and "tenant=billing" in log
 
 
@@ -142,7 +142,7 @@ def test_tenant_labels_are_logged(open_gateway: Process, sim_url: str) -> None:
     requests.get(url, headers={"X-Tenant": "search-team"}, timeout=5).raise_for_status()
     client(open_gateway.url, "LTAI5tLabelOnly").query_chatapp_bind_waba(
         models.QueryChatappBindWabaRequest(cust_space_id=SEED_SPACE))
-    log = open_gateway.log.read_text()
+    log = wait_for_log(open_gateway, "tenant=search-team", "tenant=LTAI5tLabelOnly")
     assert "tenant=search-team" in log and "tenant=LTAI5tLabelOnly" in log
 
 
@@ -151,9 +151,10 @@ def test_no_secret_token_or_signature_in_logs_or_answers(open_gateway: Process, 
     answer = requests.get(f"{open_gateway.url}/v1/QueryChatappBindWaba?CustSpaceId={SEED_SPACE}",
                           headers={"Authorization": "ACS3-HMAC-SHA256 Credential=x,SignedHeaders=host,Signature="
                                                     "deadbeefcafe"}, timeout=5)
-    client(auth_gateway.url, TENANT_KEY, TENANT_SECRET).get_chatapp_template_detail(template_request())
+    signed = client(auth_gateway.url, TENANT_KEY, TENANT_SECRET).get_chatapp_template_detail(template_request())
     forbidden = [DEMO_ACCESS_KEY_SECRET, TENANT_SECRET, TENANT_TOKEN, "deadbeefcafe", "Signature="]
-    texts = [open_gateway.log.read_text(), auth_gateway.log.read_text(), answer.text, str(answer.headers)]
+    texts = [wait_for_log(open_gateway, answer.headers["X-Request-Id"]),
+             wait_for_log(auth_gateway, signed.headers["x-request-id"]), answer.text, str(answer.headers)]
     for text in texts:
         for secret in forbidden:
             assert secret not in text

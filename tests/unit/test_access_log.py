@@ -1,0 +1,94 @@
+"""The buffered access log: every recorded line written once, in order, in structlog's shapes; a full buffer
+drops and counts, never blocks the event loop; close writes the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.access_log import AccessLog, LineSink, chunks, render_console, render_json
+from proxy.metrics import Metrics
+
+AT = 1_764_950_400.25  # 2025-12-05T16:00:00.25Z
+
+
+@given(st.lists(st.text(alphabet="ab c", max_size=30), max_size=40), st.integers(min_value=1, max_value=64))
+def test_chunks_cut_only_at_line_ends_and_lose_nothing(lines: list[str], limit: int) -> None:
+    text = "".join(line + "\n" for line in lines)
+    pieces = chunks(text, limit)
+    assert "".join(pieces) == text
+    for piece in pieces:
+        assert piece.endswith("\n") or not text
+        assert len(piece) <= limit or piece.count("\n") == 1  # only a single over-long line is longer
+
+
+def test_lines_have_structlogs_fields_and_redact_credential_names() -> None:
+    record = (AT, "req-1", "GET", "/v1/QueryChatappBindWaba", 200, 0.42,
+              {"action": "QueryChatappBindWaba", "tenant": "checkout", "cache": "HIT", "token_hint": "x"})
+    document = orjson.loads(render_json(record))
+    assert document == {"request_id": "req-1", "method": "GET", "path": "/v1/QueryChatappBindWaba", "status": 200,
+                        "duration_ms": 0.42, "action": "QueryChatappBindWaba", "tenant": "checkout",
+                        "cache": "HIT", "token_hint": "***", "event": "request", "level": "info",
+                        "timestamp": "2025-12-05T16:00:00.250000Z"}
+    line = render_console(record)
+    assert line.startswith("2025-12-05T16:00:00.250000Z [info     ] request ")
+    assert "cache=HIT" in line and "status=200" in line and "tenant=checkout" in line and "token_hint=***" in line
+
+
+async def test_every_recorded_line_is_written_once_in_order() -> None:
+    stream = io.StringIO()
+    log = AccessLog(json_lines=True, sink=LineSink(stream))
+    for i in range(5000):
+        log.record(AT, f"r{i}", "GET", "/", 200, 1.0, {"cache": "HIT"})
+        if i % 1000 == 0:
+            await log.flush()
+    await log.close()
+    ids = [orjson.loads(line)["request_id"] for line in stream.getvalue().splitlines()]
+    assert ids == [f"r{i}" for i in range(5000)]
+    assert (log.written, log.dropped, log.buffered) == (5000, 0, 0)
+
+
+class BlockedStream(io.StringIO):
+    """A stream whose writes wait until released (a log reader that stopped reading)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.entered.set()
+        self.release.wait(30)
+        return super().write(text)
+
+
+async def test_a_blocked_sink_fills_the_bound_then_drops_and_counts_without_blocking_the_loop() -> None:
+    stream = BlockedStream()
+    reports: list[tuple[int, int]] = []
+    log = AccessLog(json_lines=False, sink=LineSink(stream), max_buffered=100,
+                    report=lambda dropped, total: reports.append((dropped, total)))
+    log.record(AT, "first", "GET", "/", 200, 1.0, {})
+    flushing = asyncio.create_task(log.flush())  # the writer thread now waits inside the stream
+    await asyncio.to_thread(stream.entered.wait, 10)
+    ticks = 0
+    for i in range(250):  # the event loop keeps running while the sink is blocked
+        log.record(AT, f"r{i}", "GET", "/", 200, 1.0, {})
+        await asyncio.sleep(0)
+        ticks += 1
+    assert ticks == 250 and not flushing.done()
+    assert (log.buffered, log.dropped) == (100, 150)
+    stream.release.set()
+    await flushing
+    await log.close()
+    assert (log.written, log.dropped) == (101, 150)  # the first line and the 100 that fitted
+    assert reports and reports[-1][1] == 150 and sum(dropped for dropped, _ in reports) == 150
+    assert len(stream.getvalue().splitlines()) == 101
+    metrics = Metrics(tenants=())
+    metrics.count_access_log_dropped(log.dropped)
+    metrics.count_access_log_dropped(log.dropped)  # a running total: counted once
+    assert "cams_proxy_access_log_dropped_total 150.0" in metrics.exposition().decode()
