@@ -3,9 +3,10 @@
 Every helper returns a `Proc` that remembers its exact command line (for ``docs/benchmarks.md``) and
 its log file; `Procs` is a context manager that stops everything it started, in reverse order, even
 when a benchmark fails. Readiness is detected by polling (``/healthz``, ``/__sim/health``, a Redis
-``PING``), not by parsing logs: the gateway runs at ``--log-level warning`` so that no per-request
-log line costs throughput, and then its "gateway ready" line is not printed at all. The one exception is the
-network stand-in (`Procs.netem`): it picks its own ports (``--port 0``) and says them only in its ready line.
+``PING``), not by parsing logs: a gateway runs at ``--log-level warning`` unless the benchmark asks for more
+(the hit path measures the shipped ``info`` too), and then its "gateway ready" line is not printed at all. The
+one exception is the network stand-in (`Procs.netem`): it picks its own ports (``--port 0``) and says them only
+in its ready line.
 """
 
 from __future__ import annotations
@@ -290,10 +291,13 @@ class Procs:
         proc.url, proc.port = ready["url"].rstrip("/"), int(ready["listening"].rpartition(":")[2])
         return Netem(proc, ready["listening"], Path(ready["ca"]) if "ca" in ready else None)
 
-    def bare(self, source: str, name: str = "bare-aiohttp") -> Proc:
-        """`bench.bare`: answers every GET with the body and Content-Type ``source`` answered at start-up."""
+    def bare(self, source: str, name: str = "bare-aiohttp", processes: int = 1) -> Proc:
+        """`bench.bare`: answers every GET with the body and Content-Type ``source`` answered at start-up; with
+        ``processes`` > 1, that many on one port (``SO_REUSEPORT``), children of the one process started."""
         port = free_port()
         argv = [python(), "-m", "bench.bare", "--port", str(port), "--source", source]
+        if processes > 1:
+            argv += ["--processes", str(processes)]
         url = f"http://{HOST}:{port}"
         return self._start(name, argv, url, port, lambda: http_ok(f"{url}/healthz"))
 
