@@ -4,11 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help venv run cluster simulate test test-unit lint format bench redis nginx node-clients clean
+.PHONY: help venv run cluster simulate test test-unit lint format bench redis nginx node-clients compose clean
 
 help:
 	@echo "make run    - set up .venv and start the main job on embedded defaults"
-	@echo "make test   - set up .venv, redis-server, nginx and the Node.js SDKs (tests/node), run the whole suite"
+	@echo "make test   - set up .venv, redis-server, nginx, the Node.js SDKs (tests/node) and docker-compose, run the whole suite"
 	@echo "make cluster - docker-compose.yml's topology as local processes: Redis, simulator, 3 gateways, nginx"
 	@echo "make lint   - ruff + mypy on proxy/"
 	@echo "make bench  - run the benchmarks and write docs/benchmarks.md"
@@ -39,7 +39,10 @@ nginx:
 node-clients:
 	@scripts/ensure-node-clients.sh
 
-test: venv redis nginx node-clients
+compose:
+	@scripts/ensure-compose.sh
+
+test: venv redis nginx node-clients compose
 	$(PY) -m pytest -q
 
 test-unit: venv

@@ -12,9 +12,11 @@
 # names. tests/integration/test_topology.py checks the rest. Start order and health checks follow compose's
 # depends_on: Redis and the simulator, then the gateways (/readyz), then nginx.
 #
-# Everything it writes (logs, Redis dir, nginx prefix, pid files) goes to CLUSTER_DIR (.cluster). Ctrl-C or
-# SIGTERM stops every process it started; so does any of them exiting.
+# Everything it writes (logs, Redis dir, nginx prefix, pid files) goes to CLUSTER_DIR (.cluster). Ctrl-C (exit
+# status 0) or SIGTERM (143) stops every process it started; so does any of them exiting, which is reported with
+# the end of its log (exit status 1).
 set -euo pipefail
+trap 'exit 0' INT  # until the processes start (see below)
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PY=${CLUSTER_PYTHON:-$ROOT/.venv/bin/python}
@@ -31,6 +33,20 @@ say() { echo "cluster: $*" >&2; }
 die() { say "$*"; exit 1; }
 
 [ -x "$PY" ] || die "no Python at $PY: run make venv (or set CLUSTER_PYTHON)"
+
+# Started in the background of another script, a shell ignores SIGINT and cannot trap it, while the processes
+# below set their own handlers: a Ctrl-C to the group would stop them behind this script's back, and their exits
+# would look like crashes. Start again with SIGINT at its default, so that the INT trap below runs.
+# (An INT trap from the first line: a Ctrl-C before anything started exits 0, and one that lands in a command
+# substitution, which would swallow it, is still seen. Where SIGINT is ignored the trap does not take, and
+# `trap -p` says so.)
+if [[ "$(trap -p INT)" == "trap -- '' "* ]] && [ -z "${CAMS_CLUSTER_SIGINT_RESET:-}" ]; then
+  export CAMS_CLUSTER_SIGINT_RESET=1
+  exec "$PY" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' \
+    bash "$ROOT/scripts/cluster.sh" "$@"
+fi
+unset CAMS_CLUSTER_SIGINT_RESET
+
 REDIS_SERVER=$(command -v redis-server || true)
 [ -n "$REDIS_SERVER" ] || die "redis-server not found: run make redis (Debian: apt-get install redis-server)"
 NGINX=$(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true)
@@ -58,7 +74,7 @@ done <"$COMPOSE_DIR/gateway.env"
 
 # Compose's containers see only what the compose file gives them: drop every setting of the two commands
 # that this shell may carry (a stray PROXY_CAPS would make the local topology differ from compose's).
-mapfile -t SCRUB < <("$PY" -c 'from proxy.config import GATEWAY_OPTIONS as g, SIMULATOR_OPTIONS as s
+mapfile -t SCRUB < <(trap '' INT && exec "$PY" -c 'from proxy.config import GATEWAY_OPTIONS as g, SIMULATOR_OPTIONS as s
 for name in sorted({o.env for o in (*g, *s)}): print("-u"); print(name)')
 [ "${#SCRUB[@]}" -gt 0 ] || die "cannot read the settings of proxy/config.py with $PY"
 
@@ -96,8 +112,9 @@ stop_all() {
   wait 2>/dev/null || true
 }
 trap 'stop_all' EXIT
-trap 'say "stopping"; stop_all; exit 130' INT
+trap 'say "stopping"; stop_all; exit 0' INT
 trap 'say "stopping"; stop_all; exit 143' TERM
+trap 'stop_all; exit 129' HUP
 
 start() {  # start NAME LOG COMMAND...: in the background, output to LOG
   local name=$1 log=$2

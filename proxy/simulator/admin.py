@@ -11,7 +11,7 @@
 | PATCH, DELETE | /__sim/spaces/{space}/templates/{code}/{language} | change or remove a template |
 | GET, PUT | /__sim/faults | fault plans: ``{"default": {...}, "GetChatappTemplateDetail": {...}}`` |
 | GET | /__sim/answers/{RequestId} | the exact bytes of a recent answer (the last 2000 are kept) |
-| GET | /__sim/health | liveness |
+| GET | /__sim/health | liveness, and the process id (``make run`` checks that its own simulator answers) |
 
 Bad input gets the upstream error shape. These endpoints are unauthenticated: the simulator listens
 on loopback by default.
@@ -19,6 +19,7 @@ on loopback by default.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import orjson
@@ -142,7 +143,7 @@ def add_admin_routes(app: web.Application, key: web.AppKey[SimulatorState]) -> N
         return web.Response(body=body, content_type="application/json")
 
     async def health(request: web.Request) -> web.Response:
-        return _ok({"status": "ok"})
+        return _ok({"status": "ok", "pid": os.getpid()})
 
     routes = [
         ("GET", "/__sim/stats", stats),

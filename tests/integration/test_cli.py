@@ -83,7 +83,8 @@ def test_port_zero_and_custom_fixtures(tmp_path: Path) -> None:
                                endpoint=process.url.removeprefix("http://"), protocol="HTTP"))
         answer = custom.query_chatapp_bind_waba(models.QueryChatappBindWabaRequest(cust_space_id="11112222333344"))
         assert answer.body.data.name == "Custom Fixture Co"
-        assert requests.get(f"{process.url}/__sim/health", timeout=5).json() == {"status": "ok"}
+        assert requests.get(f"{process.url}/__sim/health", timeout=5).json() == {"status": "ok",
+                                                                           "pid": process.proc.pid}
         log = process.log.read_text()
         assert "custom-secret" not in log and "listening" in log
     finally:

@@ -1,10 +1,12 @@
 """The cluster, two ways: docker-compose.yml and `make cluster` (scripts/cluster.sh), kept in step.
 
-Compose is checked statically here (against the compose-spec JSON schema and the CLI's own option tables), and
-by ``docker compose config`` where the compose plugin exists. The local topology is started for real: its
+Compose is checked statically here (against the compose-spec JSON schema and the CLI's own option tables), by
+``docker-compose config`` (v1, Debian's package, which scripts/ensure-compose.sh installs for `make test`) and by
+``docker compose config`` where the compose plugin (v2) exists. The local topology is started for real: its
 processes must be the compose services with local addresses (same replicas, flags and gateway environment),
-traffic through nginx must reach every gateway without the upstream throttling anyone, and SIGTERM must leave
-no process behind.
+traffic through nginx must reach every gateway without the upstream throttling anyone, SIGTERM must leave no
+process behind, Ctrl-C must stop it all with status 0 and no false alarm, and a component that dies must be
+reported.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from proxy.config import GATEWAY_OPTIONS, SIMULATOR_OPTIONS, GatewaySettings, Si
 from tests.support import ROOT, SEED_SPACE, SEED_TEMPLATE, free_port, many_templates
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+COMPOSE_DOTENV = ROOT / ".env"
 NGINX_CONF = ROOT / "deploy" / "compose" / "nginx.conf"
 CLUSTER_SH = ROOT / "scripts" / "cluster.sh"
 GATEWAY = re.compile(r"^gateway-(\d+)$")
@@ -222,6 +225,44 @@ def test_docker_compose_config_accepts_the_file() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def compose_command_env() -> dict[str, str]:
+    """This environment without what would change how compose reads the file, or which Python runs v1."""
+    return {key: value for key, value in os.environ.items()
+            if not key.startswith(("COMPOSE_", "DOCKER_", "PYTHON")) and key != "VIRTUAL_ENV"}
+
+
+def compose_v2_available() -> bool:
+    docker = shutil.which("docker")
+    if docker is None:
+        return False
+    probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=30, check=False)
+    return probe.returncode == 0
+
+
+def test_the_compose_file_suits_both_compose_versions(compose: dict[str, Any]) -> None:
+    # docker-compose v1 rejects a top-level `name:`, and a `version:` would make it apply an old format (and v2
+    # warn): the project name comes from .env, which both read from the compose file's folder.
+    assert "name" not in compose and "version" not in compose
+    assert env_file(COMPOSE_DOTENV) == {"COMPOSE_PROJECT_NAME": "cams-proxy"}
+
+
+def test_docker_compose_v1_config_accepts_the_file(compose: dict[str, Any]) -> None:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        if compose_v2_available():
+            pytest.skip("docker-compose (v1) is not installed; the compose plugin (v2) checks the file below")
+        pytest.fail("docker-compose is not installed: run scripts/ensure-compose.sh (make test does), or "
+                    "apt-get install docker-compose", pytrace=False)
+    env = compose_command_env()
+    version = subprocess.run([binary, "version", "--short"], capture_output=True, text=True, timeout=60,
+                             check=False, env=env, cwd=ROOT).stdout.strip()
+    for args in (["config", "--quiet"], ["config", "--services"]):
+        result = subprocess.run([binary, "-f", str(COMPOSE_FILE), *args], capture_output=True, text=True,
+                                timeout=60, check=False, env=env, cwd=ROOT)
+        assert result.returncode == 0, f"docker-compose {version} {' '.join(args)}:\n{result.stderr}"
+    assert sorted(result.stdout.split()) == sorted(compose["services"]), result.stdout
+
+
 # ------------------------------------------------------------------------------------------ make cluster
 
 
@@ -263,6 +304,13 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def with_sigint(disposition: int, argv: list[str]) -> list[str]:
+    """``argv`` started with SIGINT at ``disposition`` (SIG_DFL as from a shell, SIG_IGN as from a script's ``&``)."""
+    name = "SIG_IGN" if disposition == signal.SIG_IGN else "SIG_DFL"
+    return [sys.executable, "-c", f"import os, signal, sys; signal.signal(signal.SIGINT, signal.{name}); "
+            "os.execvp(sys.argv[1], sys.argv[1:])", *argv]
+
+
 def nginx_binary() -> str:
     path = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if path is None:
@@ -272,7 +320,7 @@ def nginx_binary() -> str:
 
 
 class Cluster:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, sigint: int = signal.SIG_DFL) -> None:
         ports: set[int] = set()
         while len(ports) < 6:
             ports.add(free_port())
@@ -285,8 +333,10 @@ class Cluster:
                    SIM_PORT=str(self.sim), LB_PORT=str(self.lb), GATEWAY_PORTS=" ".join(map(str, self.gateways)))
         env.pop("GATEWAY_PORT_BASE", None)
         with self.output.open("w") as out:
-            self.proc = subprocess.Popen(["bash", str(CLUSTER_SH)], stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         cwd=ROOT, start_new_session=True)
+            # A session of its own: its own process group, as a terminal gives a foreground job; SIGINT as asked
+            # (ignored: as in the background of another script).
+            self.proc = subprocess.Popen(with_sigint(sigint, ["bash", str(CLUSTER_SH)]), stdout=out,
+                                         stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
         self.url = f"http://127.0.0.1:{self.lb}"
         self.sim_url = f"http://127.0.0.1:{self.sim}"
 
@@ -331,10 +381,10 @@ class Cluster:
             pytest.fail(f"scripts/cluster.sh did not stop within 20 s of SIGTERM:\n{self.output.read_text()}")
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, redis_binary: str) -> Iterator[Cluster]:
+@contextlib.contextmanager
+def running_cluster(tmp: Path, sigint: int = signal.SIG_DFL) -> Iterator[Cluster]:
     nginx_binary()
-    started = Cluster(tmp_path)
+    started = Cluster(tmp, sigint)
     try:
         yield started
     finally:
@@ -342,6 +392,12 @@ def cluster(tmp_path: Path, redis_binary: str) -> Iterator[Cluster]:
             started.stop()
         with contextlib.suppress(ProcessLookupError):  # after a failure: what is left of the session it started
             os.killpg(started.proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_binary: str) -> Iterator[Cluster]:
+    with running_cluster(tmp_path) as started:
+        yield started
 
 
 def local_address(compose: Mapping[str, Any], cluster: Cluster) -> Any:
@@ -468,3 +524,46 @@ def test_make_cluster_runs_the_compose_topology_locally(compose: dict[str, Any],
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [pid for pid in pids if alive(pid)] == []
+
+
+def wait_gone(pids: Sequence[int]) -> list[int]:
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [pid for pid in pids if alive(pid)]
+
+
+@pytest.mark.parametrize("sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["from-a-shell", "sigint-ignored"])
+def test_ctrl_c_stops_the_cluster_with_status_0_and_no_alarm(tmp_path: Path, redis_binary: str, sigint: int) -> None:
+    with running_cluster(tmp_path, sigint) as cluster:
+        cluster.wait_ready()
+        pids = [pid for pids in cluster.processes().values() for pid in pids]
+        assert len(pids) >= 6, cluster.processes()
+        os.killpg(cluster.proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+        try:
+            status = cluster.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"scripts/cluster.sh did not stop within 20 s of SIGINT:\n{cluster.output.read_text()}")
+        output = cluster.output.read_text()
+        assert status == 0, output
+        assert "cluster: stopping" in output
+        assert not [alarm for alarm in ("exited", "Error", "Traceback", "killing") if alarm in output], output
+        assert wait_gone(pids) == []
+
+
+def test_a_component_that_dies_is_reported_and_the_cluster_fails(tmp_path: Path, redis_binary: str) -> None:
+    with running_cluster(tmp_path) as cluster:
+        cluster.wait_ready()
+        roles = cluster.processes()
+        pids = [pid for pids in roles.values() for pid in pids]
+        victim = roles["gateway"][1]
+        name = f"gateway-{cluster.gateways.index(int(flag_value(cmdline(victim), '--port'))) + 1}"
+        os.kill(victim, signal.SIGKILL)
+        try:
+            status = cluster.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"scripts/cluster.sh still running 20 s after {name} died:\n{cluster.output.read_text()}")
+        output = cluster.output.read_text()
+        assert status == 1, output
+        assert f"cluster: {name} exited (status {128 + signal.SIGKILL}): stopping the others" in output
+        assert wait_gone(pids) == []
