@@ -496,7 +496,14 @@ def test_make_cluster_runs_the_compose_topology_locally(compose: dict[str, Any],
     assert {cache for *_, cache in answers} <= {"MISS", "COALESCED"}
 
     # Round robin: every replica answered some of them, each request exactly one replica.
-    logs = [(cluster.dir / f"gateway-{index}.log").read_text() for index in range(1, 4)]
+    def read_logs() -> list[str]:
+        return [(cluster.dir / f"gateway-{index}.log").read_text() for index in range(1, 4)]
+
+    deadline = time.monotonic() + 10  # access lines are written in batches, every 50 ms
+    while (not all(any(f'"request_id":"{request_id}"' in log for log in read_logs()) for request_id, *_ in answers)
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+    logs = read_logs()
     served = [[request_id for request_id, *_ in answers if f'"request_id":"{request_id}"' in log] for log in logs]
     assert all(served), [len(ids) for ids in served]
     assert sorted(request_id for ids in served for request_id in ids) == [request_id for request_id, *_ in answers]
