@@ -15,7 +15,7 @@ The gateways run at the shipped defaults: δ adapts to the measured spread of an
 ±10 ms each way: a one-way spread of 20 ms, plus the send guard), and each row notes δ after its run and the
 ceiling by design 1 / (1 + δ). The simulator answers in a fixed 80 ms (`FIXED_SIMULATOR`), so the spread is the
 path's. The Redis path's jitter does not enter δ: the shared budget's slots are moments on Redis's clock, turned
-into local moments with the replica's estimate of that clock (`proxy.admission.redis_clock`), not "when the
+into local moments with the replica's estimate of that clock (`proxy.replica.clock`), not "when the
 reply came".
 
 Utilisation is `bench.miss`'s: (calls − 1) / span of the answers / cap. Behind a WAN an answer trails its upstream

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from proxy.logs import get_logger
-from proxy.redis_clients import RedisClient, RedisUnavailable, redis_call
+from proxy.replica.redis_clients import RedisClient, RedisUnavailable, redis_call
 
 log = get_logger("proxy.nonces")
 

@@ -35,16 +35,16 @@ from proxy.actions import ActionSpec
 from proxy.admission.coordinator import SlotMissed
 from proxy.admission.fair import Priority
 from proxy.admission.queue import Demand, UpstreamQueue
-from proxy.bus import Bus, Notice
 from proxy.cache.base import Cache, CacheError, Entry
 from proxy.cache.tagindex import TagIndex
 from proxy.coalesce import SingleFlight
 from proxy.errors import DeadlineExceeded, DeadlineTooShort, GatewayError, Overloaded, UpstreamFailed
 from proxy.freshness import Freshness, Lifetimes, store_seconds
 from proxy.keys import cache_key
-from proxy.leases import Leases, LeaseUnavailable
 from proxy.logs import get_logger
 from proxy.metrics import Metrics
+from proxy.replica.bus import Bus, Notice
+from proxy.replica.leases import Leases, LeaseUnavailable
 from proxy.tags import tags_for, waba_link
 from proxy.tasks import TaskOwner
 from proxy.upstream.client import UpstreamClient, UpstreamResponse

@@ -5,7 +5,7 @@ Two Redis clients: one for commands, with short timeouts (``redis_timeout_s``: a
 timeout, then the breaker answers), and one for the pub/sub subscription, which idles between notices
 and so has no read timeout.
 
-Every Redis failure reaches this module as a `RedisUnavailable` (the one seam, `proxy.redis_clients`):
+Every Redis failure reaches this module as a `RedisUnavailable` (the one seam, `proxy.replica.redis_clients`):
 start-up runs the Redis-down policy on it, the heartbeat opens the breaker on it, and closing ignores it.
 Each command is bounded by `call_bound_s` in all (a cluster client retries), and so is the breaker's
 probe lease, so neither a hit batch nor the breaker can be held by Redis for longer than that.
@@ -23,20 +23,20 @@ from dataclasses import dataclass
 
 from proxy.admission.coordinator import Coordinator
 from proxy.admission.margin import AdaptiveMargin
-from proxy.admission.redis_clock import RedisClock
-from proxy.admission.replicas import Heartbeat, RenewalLate
 from proxy.admission.safe_capacity import LEASE_S, LocalLease
 from proxy.admission.shared import RedisBudget
-from proxy.breaker import CircuitBreaker
-from proxy.bus import Bus
 from proxy.cache.base import Cache, CacheError
 from proxy.cache.memory import MemoryCache
 from proxy.cache.redis import DEFAULT_DECODED_BYTES, RedisCache
 from proxy.cache.tiered import TieredCache
-from proxy.leases import Leases
 from proxy.logs import get_logger
 from proxy.readthrough import Replicas
-from proxy.redis_clients import RedisClient, RedisUnavailable, best_effort, call_bound_s, connect
+from proxy.replica.breaker import CircuitBreaker
+from proxy.replica.bus import Bus
+from proxy.replica.clock import RedisClock
+from proxy.replica.heartbeat import Heartbeat, RenewalLate
+from proxy.replica.leases import Leases
+from proxy.replica.redis_clients import RedisClient, RedisUnavailable, best_effort, call_bound_s, connect
 from proxy.tasks import TaskOwner
 
 log = get_logger("proxy.replicas")

@@ -24,7 +24,7 @@ quiet); when the other client stops, the next probe holds and the rate climbs ba
 ``long quiet + (cap / step) × QUIET_S``.
 
 Shared across replicas: every replica's throttles reach every other replica (a ``throttle`` notice on the
-bus, `proxy.bus`), so their controllers see the same events, and the Redis budget spaces every replica's
+bus, `proxy.replica.bus`), so their controllers see the same events, and the Redis budget spaces every replica's
 slots by the widest interval any replica asked for in the last 10 s (`proxy.admission.shared`), so the
 lowest rate governs the account. ``--workers`` on one host share it the same way through the host budget.
 Non-guarantees: the other client's spending is inferred from throttles alone (nothing tells the gateway how

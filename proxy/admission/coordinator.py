@@ -6,7 +6,7 @@ for again later), so when Redis dies no replica holds a reservation more than ``
 
 Without Redis a replica spends only its safe capacity: the shares its lease was granted, which the shared
 budget holds back from the others while this replica's renewals are missing (`proxy.admission.safe_capacity`
-states the rules and the guarantee; `proxy.admission.replicas` renews the lease):
+states the rules and the guarantee; `proxy.replica.heartbeat` renews the lease):
 
 * **Failure** (a Redis call fails, the breaker opens): this replica goes *quiet* until `LocalLease.local_from`
   (about ``STALE_S + horizon + 1.5 s`` after its last renewal could have landed: by then the others hold its
@@ -40,13 +40,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxy.admission.margin import AdaptiveMargin
-from proxy.admission.redis_clock import RedisClock
-from proxy.admission.replicas import Heartbeat
 from proxy.admission.shared import BudgetUnavailable, RedisBudget
 from proxy.admission.spacing import spacing_interval
-from proxy.breaker import CircuitBreaker
 from proxy.errors import Overloaded
 from proxy.logs import get_logger
+from proxy.replica.breaker import CircuitBreaker
+from proxy.replica.clock import RedisClock
+from proxy.replica.heartbeat import Heartbeat
 
 log = get_logger("proxy.admission")
 

@@ -1,7 +1,7 @@
 """Safe capacity: the part of each cap a replica may spend without Redis, held back for it by the shared budget
 (youtube/doorman's leases and safe capacity, for a GCRA kept in Redis). This module is the replica's side, pure
 (times are given by the caller, on the local event-loop clock); the two Redis scripts are in
-`proxy.admission.replicas` (grants) and `proxy.admission.shared` (holding back).
+`proxy.replica.heartbeat` (grants) and `proxy.admission.shared` (holding back).
 
 **Grants** (the heartbeat script, every second while Redis is healthy). A replica renews its lease and is
 granted, per action, ``min(target, cap − Σ shares the other lease holders hold)``, where ``target`` is

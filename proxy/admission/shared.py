@@ -27,7 +27,7 @@ every slot is spaced by the ceiling.)
 
 Consecutive reserved slots are then at least ``T = (1 s + δ) / R`` apart on one clock, whichever replicas
 reserve them, so any ``R + 1`` of them span ``1 s + δ``. The replica turns the slot into a local moment
-with its estimate of Redis's clock (`proxy.admission.redis_clock`), so the jitter of each reply does not
+with its estimate of Redis's clock (`proxy.replica.clock`), so the jitter of each reply does not
 move it; ``lead`` (the slowest recent round trip) makes the reply arrive before the slot. A reply that
 arrives after its slot, or a replica that wakes later than ``late_guard`` after it, does not send on that
 slot but asks again, so what reaches the upstream keeps the spacing minus at most the guard.
@@ -35,7 +35,7 @@ slot but asks again, so what reaches the upstream keeps the spacing minus at mos
 Keys carry a hash tag on the AccessKey id, so the same code runs on a Redis Cluster. A Redis that
 refuses scripts is detected by `probe` at start-up. Every Redis failure (down, slow, no cluster node
 reachable, scripts refused) is raised as `BudgetUnavailable`, a `RedisUnavailable`, through the one seam
-(`proxy.redis_clients.redis_call`).
+(`proxy.replica.redis_clients.redis_call`).
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-from proxy.admission.replicas import leases_key, shares_key
 from proxy.admission.safe_capacity import STALE_S
-from proxy.redis_clients import RedisClient, RedisUnavailable, redis_call
+from proxy.replica.heartbeat import leases_key, shares_key
+from proxy.replica.redis_clients import RedisClient, RedisUnavailable, redis_call
 
 RESERVE_SCRIPT: Final = """
 local t = redis.call('TIME')

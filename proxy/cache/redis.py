@@ -27,8 +27,8 @@ Guarantees:
 * Expiry is Redis's own: the TTL is rounded up to whole milliseconds (at least 1 ms), so an entry lives at
   least as long as asked and ``get`` never returns it after Redis expires it.
 * Every failure to talk to Redis (``RedisError``, ``RedisClusterException``, ``OSError``, timeouts) is raised
-  as `RedisCacheError` (a `CacheError` and a `proxy.redis_clients.RedisUnavailable`) from the original
-  exception, at the one seam (`_translated`, over `proxy.redis_clients.translating`). Nothing is swallowed and
+  as `RedisCacheError` (a `CacheError` and a `proxy.replica.redis_clients.RedisUnavailable`) from the original
+  exception, at the one seam (`_translated`, over `proxy.replica.redis_clients.translating`). Nothing is swallowed and
   no value is made up.
 * No ``get`` waits forever: whatever ends a batch (a reply, a Redis failure, an unexpected error, a
   cancellation), every caller of the batch gets its entry or a `CacheError`. With ``timeout``, each operation
@@ -55,7 +55,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from proxy.bounded import BoundedMap
 from proxy.cache.base import CacheError, Entry
-from proxy.redis_clients import RedisClient, RedisUnavailable, translating
+from proxy.replica.redis_clients import RedisClient, RedisUnavailable, translating
 
 MAX_BATCH: Final = 512
 #: Bytes of the last read values kept with their unpacked `Entry` (see `RedisCache._entry`), unless told.

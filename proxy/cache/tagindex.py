@@ -14,7 +14,7 @@ whose clock is behind lives a little past the score another replica compares wit
 its sets until its score passes (deleting it again is a no-op). Sets also expire ``retention`` after their
 last addition, at least the longest time an entry is kept, so a set outlives every entry it names and an
 unused tag vanishes. `RedisTagIndex` raises every Redis failure as a `CacheError` (`RedisCacheError`,
-through the one seam in `proxy.redis_clients`), and fails at once while the breaker says Redis is down.
+through the one seam in `proxy.replica.redis_clients`), and fails at once while the breaker says Redis is down.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from itertools import islice
 from typing import Any, Final, Protocol
 
 from proxy.cache.redis import RedisCacheError
-from proxy.redis_clients import RedisClient, translating
+from proxy.replica.redis_clients import RedisClient, translating
 
 #: How long past its entry's expiry a member is kept (covers wall-clock differences between replicas).
 GRACE_S: Final = 60.0

@@ -6,8 +6,8 @@
   key from its L1 and reads the new value from L2 on its next hit. ``delete`` says whether Redis or this
   L1 held the key.
 * Redis unreachable (`CacheError` from L2: every Redis failure, a cluster with no reachable node included,
-  arrives as one through the seam in `proxy.redis_clients`): ``get`` answers from L1 alone and ``set`` stores in L1
-  alone; ``delete`` drops the L1 entry, then raises `CacheError` (a purge must not report success while
+  arrives as one through the seam in `proxy.replica.redis_clients`): ``get`` answers from L1 alone and ``set``
+  stores in L1 alone; ``delete`` drops the L1 entry, then raises `CacheError` (a purge must not report success while
   Redis may still hold the entry). ``on_redis_failure`` is told (it opens the breaker), so only the first
   request pays the Redis timeout. Only the budget's coordinator closes the breaker again (after a probe):
   this cache never does, so the rejoin rules hold.
@@ -22,12 +22,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from proxy.breaker import CircuitBreaker
-from proxy.bus import Bus, Notice
 from proxy.cache.base import CacheError, Entry
 from proxy.cache.memory import MemoryCache
 from proxy.cache.redis import RedisCache, RedisCacheError
 from proxy.logs import get_logger
+from proxy.replica.breaker import CircuitBreaker
+from proxy.replica.bus import Bus, Notice
 
 log = get_logger("proxy.cache")
 

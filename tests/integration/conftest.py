@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from proxy.redis_clients import RedisClient, connect
+from proxy.replica.redis_clients import RedisClient, connect
 from proxy.tenants import TenantDirectory
 from proxy.web.app import READTHROUGH, create_app, gateway_runner
 from tests.support import gateway_settings

@@ -23,7 +23,7 @@ from redis.exceptions import RedisClusterException
 
 from proxy.cache import CacheError
 from proxy.cache.redis import RedisCache
-from proxy.redis_clients import RedisUnavailable, redis_call, translating
+from proxy.replica.redis_clients import RedisUnavailable, redis_call, translating
 from proxy.web.app import REPLICA_KIT
 from tests.conftest import start_redis_cluster
 from tests.integration.conftest import WABA, GatewayFactory, Sim

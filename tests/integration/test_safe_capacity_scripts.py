@@ -13,11 +13,11 @@ import uuid
 
 import pytest
 
-from proxy.admission.redis_clock import RedisClock
-from proxy.admission.replicas import Heartbeat, RenewalLate, leases_key, shares_key
 from proxy.admission.safe_capacity import STALE_S, LocalLease
 from proxy.admission.shared import RedisBudget
-from proxy.redis_clients import RedisClient
+from proxy.replica.clock import RedisClock
+from proxy.replica.heartbeat import Heartbeat, RenewalLate, leases_key, shares_key
+from proxy.replica.redis_clients import RedisClient
 
 CAPS = {"GetChatappTemplateDetail": 5, "QueryChatappBindWaba": 10}
 TEMPLATE = "GetChatappTemplateDetail"

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from proxy.admission.shared import RedisBudget, widest_key
-from proxy.redis_clients import RedisClient
+from proxy.replica.redis_clients import RedisClient
 
 TEMPLATE = "GetChatappTemplateDetail"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 
 from proxy.cache.tagindex import GRACE_S, RedisTagIndex
-from proxy.redis_clients import RedisClient
+from proxy.replica.redis_clients import RedisClient
 
 
 class Clock:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from proxy.breaker import BreakerState, CircuitBreaker
+from proxy.replica.breaker import BreakerState, CircuitBreaker
 
 
 def state(breaker: CircuitBreaker) -> BreakerState:

@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.admission.redis_clock import RedisClock
+from proxy.replica.clock import RedisClock
 
 OFFSET = 1_700_000_000.0  # Redis TIME minus local loop time
 

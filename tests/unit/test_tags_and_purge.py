@@ -9,7 +9,6 @@ import orjson
 import pytest
 
 from proxy.actions import ACTIONS, ActionSpec
-from proxy.breaker import CircuitBreaker
 from proxy.cache.base import CacheError, Entry
 from proxy.cache.memory import MemoryCache
 from proxy.cache.redis import RedisCache
@@ -18,6 +17,7 @@ from proxy.cache.tiered import TieredCache
 from proxy.errors import RequestRejected
 from proxy.operator import purge_report
 from proxy.purge import AuditEvent, Purger, PurgeResult
+from proxy.replica.breaker import CircuitBreaker
 from proxy.tags import tags_for, waba_link
 from proxy.web.admin import audit_events, purge_request
 from tests.support import free_port

@@ -15,7 +15,7 @@ the look and the wait. If the subscription drops, the reader reconnects with bac
 *confirms* the new subscription, never merely because a ``SUBSCRIBE`` was written to a socket (with every
 node of a cluster gone, that would empty L1 just when it is all there is).
 Nothing here is durable: a notice lost with a dead Redis is covered by lease expiry and L1 TTLs.
-Redis failures go through the one seam (`proxy.redis_clients.translating`): a publish that fails is
+Redis failures go through the one seam (`proxy.replica.redis_clients.translating`): a publish that fails is
 logged and dropped; the reader logs a `RedisUnavailable` and reconnects, and any other error (a bug)
 is logged with its traceback and reconnected from too, so L1 coherence never stops for good.
 """
@@ -34,10 +34,10 @@ import orjson
 from redis.asyncio.cluster import RedisCluster
 
 from proxy.logs import get_logger
-from proxy.redis_clients import RedisClient, RedisUnavailable, redis_call, translating
+from proxy.replica.redis_clients import RedisClient, RedisUnavailable, redis_call, translating
 
 CHANNEL: Final = "cams:events"
-log = get_logger("proxy.bus")
+log = get_logger("proxy.replica.bus")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from proxy.admission.redis_clock import RedisClock
 from proxy.admission.safe_capacity import STALE_S, WINDOW_S, LocalLease
-from proxy.redis_clients import RedisClient, best_effort, redis_call
+from proxy.replica.clock import RedisClock
+from proxy.replica.redis_clients import RedisClient, best_effort, redis_call
 
 RENEW_SCRIPT: Final = """
 local t = redis.call('TIME')

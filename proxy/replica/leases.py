@@ -4,7 +4,7 @@ The holder renews its lease while the fill runs (queue waits can be long) and re
 compare-and-delete, so a late release never removes another replica's lease. If the holder dies the
 lease expires after ``ttl`` and exactly one waiter takes it over (``SET NX`` admits one). Each lease is
 one key, hash-tagged on the cache key: cluster-safe. Every Redis failure is raised as `LeaseUnavailable`
-(a `RedisUnavailable`, from the one seam in `proxy.redis_clients`); a failed release is harmless.
+(a `RedisUnavailable`, from the one seam in `proxy.replica.redis_clients`); a failed release is harmless.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from proxy.redis_clients import RedisClient, RedisUnavailable, best_effort, redis_call
+from proxy.replica.redis_clients import RedisClient, RedisUnavailable, best_effort, redis_call
 
 RELEASE: Final = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 RENEW: Final = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end "
