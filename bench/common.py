@@ -22,7 +22,7 @@ TEMPLATE: Final = "GetChatappTemplateDetail"
 WABA: Final = "QueryChatappBindWaba"
 #: A bench-only admin token (the gateways here listen on 127.0.0.1 and live for one run).
 ADMIN_TOKEN: Final = "bench-admin-token-not-secret"
-#: wrk's settings, the same as bench/__main__.py uses for the hit path.
+#: wrk's settings, the same as bench/hit.py uses for the hit path.
 WRK_THREADS: Final = 1
 WRK_CONNECTIONS: Final = 64
 

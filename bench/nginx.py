@@ -3,7 +3,7 @@
 Three servers answer one template URL from memory: bare aiohttp (`bench.bare`: the bytes and nothing
 else), the gateway (memory cache, a hit), and nginx 1 worker with ``proxy_cache`` in front of that gateway,
 warmed so it answers the URL from its own cache (``X-Cache-Status: HIT``, an added header; the gateway's
-hit count does not move during nginx's rounds). wrk (1 thread, 64 connections, as ``bench/__main__.py``
+hit count does not move during nginx's rounds). wrk (1 thread, 64 connections, as ``bench/hit.py``
 uses for the hit path) runs against each in interleaved rounds (rotating order, after a warm-up of each);
 the report gives the medians and the ratios to bare aiohttp, and each server's CPU per request.
 
@@ -35,7 +35,7 @@ from bench.wrk import WrkResult, ensure_wrk, run_wrk
 
 HIT_PATH: Final = ("/v1/GetChatappTemplateDetail?CustSpaceId=28251486512358&Language=en_US"
                    "&TemplateCode=744c4b5c79c9432497a075bdfca36bf5")
-#: Longer than the run, so the gateway's entry cannot expire between rounds (as bench/__main__.py's hit path).
+#: Longer than the run, so the gateway's entry cannot expire between rounds (as bench/hit.py's hit path).
 GATEWAY_FLAGS: Final = ("--ttl", "GetChatappTemplateDetail=3600")
 ROUNDS: Final = 3 if QUICK else 5
 ROUND_SECONDS: Final = 2 if QUICK else 6
