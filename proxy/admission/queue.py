@@ -9,21 +9,11 @@ interactive miss behind refreshes, waits for at most the slot in progress plus i
 Grants are spaced by a gate of one (no initial burst, consecutive grants at least ``T`` apart), with
 ``T = (1 s + δ(t)) / R`` re-read at every grant: δ(t) is the process's adaptive margin
 (`proxy.admission.margin.AdaptiveMargin`), fed with the answer time of every call and with every throttle.
-
-Spacing grants is not enough: the upstream counts *arrivals*, and under load the time between a grant
-and the request leaving the socket varies (a busy event loop, a new connection). So:
-
-* the turn holder takes an upstream connection *before* its slot (`ConnectionSource.connection`: a warm
-  one, or one opened now, TLS handshake included), and while others wait the source keeps one more warm
-  (`prewarm`); nothing between the slot and the write waits on the network;
-* a grant is also a *send slot*: the next grant waits until the previous granted request has been
-  written (or has failed to be) and until ``T`` after the moment it was aimed at, or ``T − guard`` after
-  it actually left if that is later (guard = δ/4), so a few ms of event-loop lateness per send do not
-  accumulate into lost quota.
-
-Any ``cap + 1`` consecutive requests therefore leave at least ``cap·T − guard = 1 s + δ − guard`` apart
-(consecutive ones ``T − guard``), measured when their bytes were written, whatever happened between grant
-and send; only the network's own jitter remains for the rest of δ to cover.
+The turn holder's way from its turn to its send moment is `proxy.admission.grant_path.GrantPath`: an upstream
+connection in hand *before* the slot, the grant gate, the shared slot if the budget is shared, and the send slot:
+a grant (`proxy.admission.grant.Grant`) is also a send slot, and sends are paced from the previous one's
+(`proxy.admission.send_pacing`), so any ``cap + 1`` consecutive requests leave at least ``1 s + δ − guard`` apart,
+measured when their bytes were written.
 
 Guarantees:
 
@@ -38,13 +28,16 @@ Guarantees:
   value for the message and both headers, `proxy.errors.retry_after_ms`).
   "Served before its deadline" means granted early enough for the upstream's usual answer time to fit
   too, and the wait is estimated with the spacing actually observed
-  under backlog when that is wider than ``T`` (sends anchor the next grant, see above);
+  under backlog when that is wider than ``T`` (`proxy.admission.backlog`);
 * δ(t) may widen after a call was admitted (admission plans at the spacing of the moment): at every grant
   the queued calls are re-checked in the order they would be served, and one that no longer fits is
   refused then with `Overloaded` and its new wait, never sent;
 * a miss that is still queued when its grant could no longer fit leaves the queue
   (`DeadlineExceeded`) and is never sent;
 * nothing is dropped silently: every `acquire` returns a grant or raises.
+
+Non-guarantees: the waits are estimates (`proxy.admission.backlog`); in shadow mode (`proxy.admission.shadow`)
+every call is granted at once and none of the refusals above happens (a closed queue still refuses).
 """
 
 from __future__ import annotations
@@ -54,89 +47,28 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Protocol
 
 from proxy.admission.aimd import AdaptiveRate
-from proxy.admission.coordinator import Coordinator
+from proxy.admission.backlog import INITIAL_UPSTREAM_TIME, SPACING_PRIOR, ewma, late_refusals, learned_spacing
+from proxy.admission.demand import Demand
 from proxy.admission.fair import FairQueue, Priority, TenantQueueFull
+from proxy.admission.grant import Grant
+from proxy.admission.grant_path import GrantPath
 from proxy.admission.margin import AdaptiveMargin
+from proxy.admission.shadow import ShadowBudget
+from proxy.admission.sources import ConnectionSource, SlotSource
 from proxy.admission.spacing import DeadlineFloor, deadline_floor, estimated_wait, spacing_interval
 from proxy.errors import DeadlineExceeded, DeadlineTooShort, Overloaded
 from proxy.logs import get_logger
 
+# Demand lives in `proxy.admission.demand`; it stays importable from here for `proxy.readthrough`.
+__all__ = ["Demand", "QueueStats", "UpstreamQueue"]
+
 log = get_logger("proxy.admission")
-
-#: Weight of the newest sample in the running averages of spacing and answer time.
-EWMA_WEIGHT: Final = 0.2
-#: Assumed answer time (seconds) before the first call is observed.
-INITIAL_UPSTREAM_TIME: Final = 0.25
-
-
-class SlotSource(Protocol):
-    """Where a slot comes from besides this queue's own spacing: the budget shared by replicas through Redis
-    (`proxy.admission.coordinator.Coordinator`) or by ``--workers`` on one host (`proxy.admission.host`)."""
-
-    async def slot(self, action: str, cap: int, interval: float, grant_by: float) -> float | None:
-        """Sleep until this process may send one call; return the loop time by which the call must have been
-        written (None: no window). Raise `Overloaded` if no slot can come before ``grant_by``."""
-        ...
-
-    def missed(self) -> None:
-        """A slot returned by `slot` was not used: the call could not be written within its window."""
-        ...
-
-    def status(self) -> dict[str, object]:
-        ...
-
-
-class ConnectionSource(Protocol):
-    """Upstream connections taken before the slot (`proxy.upstream.client.UpstreamClient`)."""
-
-    async def connection(self) -> object:
-        """A connection in hand (may open one). Raises `proxy.upstream.errors.UpstreamError`."""
-        ...
-
-    def give_back(self, connection: object) -> None:
-        """A connection from `connection` that was not used."""
-        ...
-
-    def prewarm(self, count: int) -> None:
-        """Keep ``count`` connections idle or opening."""
-        ...
 
 
 def _nothing() -> None:
     return None
-
-
-class Demand:
-    """Who a call is for and until when; a coalesced flight's demand rises as requests join it.
-
-    `join` keeps the longest deadline and the highest priority (with that request's tenant) of everyone
-    waiting, and tells the watchers (the queue the call waits in)."""
-
-    __slots__ = ("_watchers", "deadline", "priority", "tenant")
-
-    def __init__(self, tenant: str, priority: Priority, deadline: float) -> None:
-        self.tenant = tenant
-        self.priority = priority
-        self.deadline = deadline
-        self._watchers: list[Callable[[], None]] = []
-
-    def join(self, tenant: str, priority: Priority, deadline: float) -> None:
-        changed = False
-        if deadline > self.deadline:
-            self.deadline, changed = deadline, True
-        if priority < self.priority:
-            self.priority, self.tenant, changed = priority, tenant, True
-        if changed:
-            for watcher in list(self._watchers):
-                watcher()
-
-    def watch(self, watcher: Callable[[], None]) -> Callable[[], None]:
-        """Call ``watcher`` on every change until the returned function is called."""
-        self._watchers.append(watcher)
-        return lambda: self._watchers.remove(watcher) if watcher in self._watchers else None
 
 
 @dataclass
@@ -164,8 +96,6 @@ class UpstreamQueue:
                  coordinator: SlotSource | None = None, weight: Callable[[str], float] = lambda tenant: 1.0,
                  shadow: bool = False, connections: ConnectionSource | None = None) -> None:
         self.action = action
-        self.coordinator = coordinator
-        self.connections = connections
         self.rate = rate_per_second  # the documented cap: the ceiling
         #: The rate grants are spaced by now (≤ the cap): cut when the account is throttled below the cap.
         self.adaptive_rate = AdaptiveRate(rate_per_second, start=time.monotonic())
@@ -173,25 +103,35 @@ class UpstreamQueue:
         self.margin = margin if isinstance(margin, AdaptiveMargin) else AdaptiveMargin(margin)
         self.bound = bound
         self.stats = QueueStats()
-        self._next_grant = 0.0  # the grant gate: no grant before this loop time
         self._fair: FairQueue[asyncio.Future[None]] = FairQueue(weight, bound)
         self._turn: asyncio.Future[None] | None = None  # the waiter going through the spacing now
         self._latest_grant: dict[asyncio.Future[None], float] = {}  # queued call -> when it must be granted by
         self._closed: str | None = None  # why the queue refuses everything (shutting down)
         self.shadow = shadow
-        self._shadow_next = 0.0  # shadow mode: when the enforced budget would next grant (GCRA, no burst)
+        self._shadow_budget = ShadowBudget()  # shadow mode: when the enforced budget would next grant
         self._recent_grants: deque[float] = deque(maxlen=max(1, rate_per_second))
         self._last_grant: float | None = None
-        self._last_sent: float | None = None
-        self._last_aimed: float | None = None  # when the last sent call was meant to leave
-        #: How late a send may be against its aimed moment without pushing the next one back (δ/4): sends k and
-        #: k + cap are then at least cap·T − guard = 1 s + δ − guard apart, and lateness does not accumulate.
-        self.send_guard = self.margin.guard_s
-        self._send_slot = asyncio.Lock()
-        # Priors until calls are observed: spacing 3% wider than T (send anchoring and timer granularity add
-        # a few ms per slot), and an answer time typical of a CAMS call from the same region.
-        self._observed_spacing = self.interval * 1.03
+        #: The grant gate, the shared slot and the send slot (`GrantPath.take`); the issuer of the grants.
+        self._path = GrantPath(action, rate_per_second, lambda: self.interval, self.margin.guard_s,
+                               self.stats.record_send_delay, coordinator, connections)
+        # Priors until calls are observed: spacing a little wider than T, and an answer time typical of a CAMS
+        # call from the same region.
+        self._observed_spacing = self.interval * SPACING_PRIOR
         self._upstream_time = INITIAL_UPSTREAM_TIME
+
+    @property
+    def coordinator(self) -> SlotSource | None:
+        """The shared budget's slots (None: this process's own spacing alone)."""
+        return self._path.coordinator
+
+    @property
+    def connections(self) -> ConnectionSource | None:
+        return self._path.connections
+
+    @property
+    def send_guard(self) -> float:
+        """How late a send may be against its aimed moment without pushing the next one back (δ/4)."""
+        return self._path.pacing.guard_s
 
     @property
     def waiting(self) -> int:
@@ -230,7 +170,7 @@ class UpstreamQueue:
     def observe_upstream_time(self, seconds: float) -> None:
         """Feed the average answer time that admission keeps free before a deadline, and the margin's
         estimate of the path's jitter."""
-        self._upstream_time += EWMA_WEIGHT * (seconds - self._upstream_time)
+        self._upstream_time = ewma(self._upstream_time, seconds)
         self.margin.observe(seconds)
         self._report_margin("answer times")
 
@@ -258,8 +198,9 @@ class UpstreamQueue:
         """Seconds until a new call from ``tenant`` at ``priority`` would be granted (or one with ``ahead``
         calls in front of it)."""
         anchor = self._last_grant
-        if self._last_sent is not None and (anchor is None or self._last_sent > anchor):
-            anchor = self._last_sent
+        last_sent = self._path.pacing.last_sent
+        if last_sent is not None and (anchor is None or last_sent > anchor):
+            anchor = last_sent
         if ahead is None:
             ahead = self._fair.ahead_of(tenant, priority) + (self._turn is not None)
         return estimated_wait(now, anchor, ahead, self.effective_interval)
@@ -344,57 +285,19 @@ class UpstreamQueue:
                              f"waiting)", wait) from None
         self._latest_grant[ticket] = grant_by
         self._pass_turn()
-        holding = False
-        send_by: float | None = None
-        send_at = 0.0
-        connection: object | None = None
         unwatch: Callable[[], None] = _nothing
         try:
             async with asyncio.timeout_at(max(now, grant_by)) as scope:
                 if demand is not None:
                     unwatch = demand.watch(lambda: self._follow(demand, ticket, scope))
                 await ticket  # our turn: only the turn holder goes through the spacing
-                if self.connections is not None:
-                    # The connection first, so nothing after the slot waits on the network.
-                    connection = await self.connections.connection()
-                    if len(self._fair):
-                        self.connections.prewarm(1)  # the next turn finds one in hand
-                await self._grant_gate(loop)
-                if isinstance(self.coordinator, Coordinator):
-                    # Replicas: reserve the shared slot, then pass the turn on before waiting for it, so the
-                    # next call's reservation (a Redis round trip) overlaps this one's wait.
-                    reserved = await self.coordinator.reserve(self.action, self.rate, self.interval,
-                                                              self._grant_by(deadline, demand))
-                    self._end_turn(ticket)
-                    await self._send_slot.acquire()
-                    holding = True
-                    send_by = await self.coordinator.wait(reserved)
-                    send_at = self._earliest_send(loop.time())  # and the spacing of this process's own sends
-                    if reserved.at is not None:
-                        send_at = max(send_at, reserved.at)
-                    if send_at > loop.time():
-                        await asyncio.sleep(send_at - loop.time())  # past the send window: not sent (send_by)
-                else:
-                    await self._send_slot.acquire()
-                    holding = True
-                    send_at = self._earliest_send(loop.time())
-                    if send_at > loop.time():
-                        await asyncio.sleep(send_at - loop.time())
-                    if self.coordinator is not None:
-                        send_by = await self.coordinator.slot(self.action, self.rate, self.interval,
-                                                              self._grant_by(deadline, demand))
+                send_by, connection, send_at = await self._path.take(
+                    loop, lambda: self._grant_by(deadline, demand), lambda: self._end_turn(ticket),
+                    lambda: len(self._fair) > 0)  # frees what it took if it raises
         except TimeoutError as exc:
-            if holding:
-                self._send_slot.release()
-            self._give_back(connection)
             self.stats.expired += 1
             raise DeadlineExceeded(f"The request's deadline passed while it waited for an upstream slot for "
                                    f"{self.action}; it was not sent.") from exc
-        except BaseException:
-            if holding:
-                self._send_slot.release()
-            self._give_back(connection)
-            raise
         finally:
             unwatch()
             self._latest_grant.pop(ticket, None)
@@ -405,14 +308,12 @@ class UpstreamQueue:
         granted = loop.time()
         self._recent_grants.append(granted)
         if self._last_grant is not None and self.waiting > 0:
-            # Back-to-back grants under backlog: learn the spacing actually achieved. One gap counts for at most
-            # what a fair split with every process sharing the budget gives (x1.5): a stall at start-up (first
-            # connections, a quiet period) must not make admission refuse for minutes afterwards.
-            gap = min(granted - self._last_grant, 1.5 * self.interval * self._sharers())
-            self._observed_spacing += EWMA_WEIGHT * (gap - self._observed_spacing)
+            # Back-to-back grants under backlog: learn the spacing actually achieved (bounded: `learned_spacing`).
+            self._observed_spacing = learned_spacing(self._observed_spacing, granted - self._last_grant,
+                                                     self.interval, self._sharers())
         self._last_grant = granted
         self.stats.granted += 1
-        grant = Grant(self, granted, send_by, connection, send_at)
+        grant = Grant(self._path, granted, send_by, connection, send_at)
         try:
             self._refuse_late(granted)
         except BaseException:
@@ -429,25 +330,13 @@ class UpstreamQueue:
             return
         interval = self.effective_interval
         first = self.estimated_wait(now, ahead=int(self._turn is not None))
-        kept = 0
-        for ticket in self._fair.order():
-            wait = first + kept * interval
-            grant_by = self._latest_grant.get(ticket)
-            if grant_by is None or ticket.done() or now + wait <= grant_by:
-                kept += 1
-                continue
+        queued = ((ticket, None if ticket.done() else self._latest_grant.get(ticket)) for ticket in self._fair.order())
+        for ticket, wait in late_refusals(now, first, interval, queued):
             self.stats.refused_late += 1
             ticket.set_exception(Overloaded(
                 f"The upstream queue for {self.action} can no longer serve this request before its deadline: the "
                 f"calls ahead of it now take longer (spacing {interval * 1000:.0f} ms, margin "
                 f"{self.margin.value(time.monotonic()) * 1000:.0f} ms); it was not sent", wait))
-
-    async def _grant_gate(self, loop: asyncio.AbstractEventLoop) -> None:
-        """At most one grant per ``T`` (the turn holder alone passes here, so no lock is needed)."""
-        wait = self._next_grant - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        self._next_grant = loop.time() + self.interval
 
     def _sharers(self) -> int:
         sharers = getattr(self.coordinator, "sharers", None)
@@ -464,79 +353,11 @@ class UpstreamQueue:
             self._latest_grant[ticket] = grant_by
         self._fair.promote(ticket, demand.tenant, demand.priority)
 
-    def _give_back(self, connection: object | None) -> None:
-        if connection is not None and self.connections is not None:
-            self.connections.give_back(connection)
-
     def _shadow_grant(self, now: float, deadline: float) -> Grant:
         """``--budget-mode shadow``: grant at once, and count what the enforced budget would have done with
         this call (a virtual GCRA clock at this queue's spacing): granted now, delayed, or refused because the
         delay would not fit the deadline. Nothing waits, so the upstream may throttle: a mode for trying caps."""
-        slot = max(self._shadow_next, now)
-        wait = slot - now
-        if now + wait > deadline - self._upstream_time:
-            self.stats.shadow["refused"] += 1  # a refused call takes no slot
-        else:
-            self.stats.shadow["delayed" if wait > 0 else "granted"] += 1
-            self._shadow_next = slot + self.interval
+        self.stats.shadow[self._shadow_budget.judge(now, deadline - self._upstream_time, self.interval)] += 1
         self.stats.granted += 1
         self._recent_grants.append(now)
-        grant = Grant(self, now)
-        grant._done = True  # no send slot is held in shadow mode
-        return grant
-
-    def _earliest_send(self, now: float) -> float:
-        """When the next call may leave: ``T`` after the moment the last one was aimed at, and never less than
-        ``T − guard`` after it actually left (a late send shifts the schedule only beyond the guard)."""
-        if self._last_sent is None:
-            return now
-        aimed = self._last_aimed if self._last_aimed is not None else self._last_sent
-        return max(aimed + self.interval, self._last_sent + self.interval - self.send_guard)
-
-    def _sent(self, grant: Grant, at: float) -> None:
-        if self._last_sent is None or at >= self._last_sent:
-            self._last_aimed = min(grant.aimed_at, at) if grant.aimed_at else at
-        self._last_sent = at if self._last_sent is None else max(self._last_sent, at)
-        self.stats.record_send_delay(at - grant.granted_at)
-        self._send_slot.release()
-
-    def _released(self) -> None:
-        self._send_slot.release()
-
-
-class Grant:
-    """One upstream send slot, with the connection taken for it. Exactly one of `sent` or `release` frees the
-    slot; later calls do nothing. The connection goes to whoever calls `take_connection` (the upstream call);
-    if nobody does, `release` gives it back."""
-
-    __slots__ = ("_connection", "_done", "_queue", "aimed_at", "granted_at", "send_by")
-
-    def __init__(self, queue: UpstreamQueue, granted_at: float, send_by: float | None = None,
-                 connection: object | None = None, aimed_at: float = 0.0) -> None:
-        self._queue = queue
-        self.granted_at = granted_at
-        #: The moment this call was meant to leave (its slot, or the spacing's next moment); 0: unknown.
-        self.aimed_at = aimed_at
-        #: Loop time by which the call must have been written (shared slots); None: no window.
-        self.send_by = send_by
-        self._connection = connection
-        self._done = False
-
-    def take_connection(self) -> object | None:
-        """The connection taken before the slot (None without a connection source); it is the caller's now."""
-        connection, self._connection = self._connection, None
-        return connection
-
-    def sent(self, at: float) -> None:
-        """The request's headers were written at loop time ``at``."""
-        if not self._done:
-            self._done = True
-            self._queue._sent(self, at)
-
-    def release(self) -> None:
-        """Nothing was sent (or `sent` was already called); an untaken connection goes back."""
-        connection, self._connection = self._connection, None
-        self._queue._give_back(connection)
-        if not self._done:
-            self._done = True
-            self._queue._released()
+        return Grant(self._path, now, holds_slot=False)  # no send slot is held in shadow mode

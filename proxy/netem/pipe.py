@@ -15,12 +15,19 @@ import ssl
 import struct
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
-from proxy.netem.core import UP, Action, DeliverySchedule, Link, connection_rng, on_bytes
-
-if TYPE_CHECKING:
-    from proxy.netem.relay import Connection
+from proxy.netem.core import (
+    UP,
+    Action,
+    CutMachine,
+    DeliverySchedule,
+    IdleClock,
+    Link,
+    Profile,
+    connection_rng,
+    on_bytes,
+)
 
 HIGH_WATER: Final = 1 << 20  # bytes queued in one direction before its reader pauses
 CHUNK: Final = 64 * 1024
@@ -44,6 +51,47 @@ class Counters:
     bytes_vanished: int = 0  # read on a dead path, or queued when it died
 
 
+class RelayView(Protocol):
+    """What a pipe reads of the relay (`proxy.netem.relay.Relay`): its seed, profile, cut and counters."""
+
+    @property
+    def seed(self) -> int | None: ...
+
+    @property
+    def profile(self) -> Profile: ...
+
+    @property
+    def cut(self) -> CutMachine: ...
+
+    @property
+    def counters(self) -> Counters: ...
+
+
+class PipeOwner(Protocol):
+    """What a pipe needs of its connection (`proxy.netem.relay.Connection`), so this module does not import the
+    relay: the path's state, the idle clock to touch, and what to do when a side ends or must be reset."""
+
+    @property
+    def relay(self) -> RelayView: ...
+
+    @property
+    def number(self) -> int: ...
+
+    @property
+    def link(self) -> Link: ...
+
+    @property
+    def idle(self) -> IdleClock: ...
+
+    def dead_end(self, direction: str) -> None:
+        """A side of a dead path ended."""
+        ...
+
+    def reset(self) -> None:
+        """Reset both sides (TCP RST) now."""
+        ...
+
+
 def linger_zero(sock: socket.socket | None) -> None:
     """Make the next close of ``sock`` a TCP reset (RST) instead of a FIN."""
     if sock is not None:
@@ -65,7 +113,7 @@ def reset_transport(transport: asyncio.BaseTransport | None) -> None:
 class Pipe:
     """One direction of one connection: a reader, a FIFO of (deliver_at, chunk or marker), a delivery task."""
 
-    def __init__(self, conn: Connection, direction: str, reader: asyncio.StreamReader,
+    def __init__(self, conn: PipeOwner, direction: str, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
         self.conn, self.direction, self.reader, self.writer = conn, direction, reader, writer
         self.schedule = DeliverySchedule(connection_rng(conn.relay.seed, conn.number, direction))

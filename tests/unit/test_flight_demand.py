@@ -3,8 +3,8 @@ of the waiter's own (pure)."""
 
 from __future__ import annotations
 
+from proxy.admission.demand import Demand
 from proxy.admission.fair import Priority
-from proxy.admission.queue import Demand
 from proxy.errors import DeadlineExceeded, Overloaded, UpstreamFailed
 from proxy.readthrough import failure_from_notice, failure_notice
 
