@@ -38,8 +38,8 @@ from bench.procs import Proc, Procs
 from bench.wan import TEMPLATE_MISSES, WABA_MISSES, NetPath, _spacing, _traffic, _upstream, fixed_simulator, margin_ms
 from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from proxy.secret import Secret
+from proxy.signing import Credentials
 from proxy.upstream.client import UpstreamClient
-from proxy.upstream.signing import Credentials
 
 JITTER_PATH: Final = NetPath(tls=True, handshake_ms=60, latency_ms=40, jitter_ms=25, idle_close_s=30)
 JITTER_TARGET: Final = 0.93

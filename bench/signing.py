@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from alibabacloud_tea_openapi.utils import Utils
 
 from proxy.secret import Secret
-from proxy.upstream.signing import EMPTY_BODY_SHA256, Credentials, sign_v3
+from proxy.signing import EMPTY_BODY_SHA256, Credentials, sign_v3
 
 QUERY = {"CustSpaceId": "28251486512358", "Language": "en_US", "TemplateCode": "744c4b5c79c9432497a075bdfca36bf5"}
 CREDENTIALS = Credentials("LTAI5tBench", Secret("bench-secret"))

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from proxy.actions import ACTIONS
 from proxy.freshness import Lifetimes
 from proxy.secret import Secret, redact
-from proxy.upstream.signing import Credentials
+from proxy.signing import Credentials
 
 #: The documented demo pair shared by `make run`'s simulator and gateway. Never a real key.
 DEMO_ACCESS_KEY_ID: Final = "LTAI5tCamsProxyDemoKey01"

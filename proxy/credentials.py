@@ -24,7 +24,7 @@ from typing import Any, Final, Protocol
 
 from proxy.logs import get_logger
 from proxy.secret import Secret
-from proxy.upstream.signing import Credentials
+from proxy.signing import Credentials
 
 log = get_logger("proxy.credentials")
 REFRESH_INTERVAL_S: Final = 1.0

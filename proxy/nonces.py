@@ -1,7 +1,7 @@
 """Replay protection for signed requests: a signature nonce is accepted once per AccessKey, on every replica.
 
 A signed request carries its date, and one whose date is more than the accepted skew away from now is refused
-before this is asked (`proxy.upstream.signing`). So a nonce only has to be remembered for twice the skew after
+before this is asked (`proxy.signing`). So a nonce only has to be remembered for twice the skew after
 it was seen. Two registries keep that promise:
 
 * `MemoryNonces`, per process, **bounded**: at most ``max_entries`` nonces, each stored as a 64-bit digest of

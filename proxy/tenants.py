@@ -46,7 +46,7 @@ from proxy.errors import RequestRejected
 from proxy.logs import get_logger
 from proxy.nonces import MemoryNonces, SharedNonces
 from proxy.secret import Secret
-from proxy.upstream.signing import (
+from proxy.signing import (
     DEFAULT_MAX_SKEW,
     Credentials,
     ReceivedRequest,

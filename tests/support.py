@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, GatewaySettings
 from proxy.secret import Secret
-from proxy.upstream.signing import Credentials, format_date, sign_v3
+from proxy.signing import Credentials, format_date, sign_v3
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Test vectors kept in the repository (the suite reads nothing outside it).

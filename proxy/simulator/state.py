@@ -13,10 +13,10 @@ from typing import Any
 from proxy.actions import ACTIONS
 from proxy.config import SimulatorSettings
 from proxy.nonces import MemoryNonces
+from proxy.signing import Credentials
 from proxy.simulator.faults import FaultPlan
 from proxy.simulator.fixtures import FixtureStore
 from proxy.simulator.window import SlidingWindowLimiter
-from proxy.upstream.signing import Credentials
 
 
 @dataclass

@@ -38,9 +38,9 @@ import h11
 from yarl import URL
 
 from proxy.actions import API_VERSION
+from proxy.signing import Credentials, format_date, sign_v3
 from proxy.upstream.connections import Connection, ConnectionPool
 from proxy.upstream.errors import SendWindowMissed, UpstreamInvalidAnswer, UpstreamTimeout, UpstreamUnreachable
-from proxy.upstream.signing import Credentials, format_date, sign_v3
 
 #: Largest upstream answer read by default (CAMS answers are a few KiB; ``--upstream-max-answer-bytes``).
 MAX_ANSWER_BYTES: Final = 1024 * 1024

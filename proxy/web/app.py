@@ -49,6 +49,7 @@ from proxy.purge import Purger
 from proxy.readthrough import Answer, ReadThrough
 from proxy.refresh import RefreshAhead, RefreshPlan, RefreshPolicy
 from proxy.replicas import ReplicaKit
+from proxy.signing import DEFAULT_MAX_SKEW
 from proxy.tasks import TaskOwner
 from proxy.tenants import (
     ANONYMOUS,
@@ -59,7 +60,6 @@ from proxy.tenants import (
     query_label,
 )
 from proxy.upstream.client import UpstreamClient
-from proxy.upstream.signing import DEFAULT_MAX_SKEW
 from proxy.web.admin import PURGER, AdminRoutes
 from proxy.web.calls import deadline_asked, parse_call, priority_of
 from proxy.web.calls import deadline_seconds as request_deadline

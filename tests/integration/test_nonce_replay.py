@@ -8,7 +8,7 @@ from pathlib import Path
 import requests
 
 from proxy.secret import Secret
-from proxy.upstream.signing import Credentials
+from proxy.signing import Credentials
 from tests.conftest import start_redis
 from tests.integration.test_gateway_sdk import TENANT_KEY, TENANT_SECRET, gateway_env, sim_calls
 from tests.support import SEED_SPACE, signed_headers, start_cli, wire_query

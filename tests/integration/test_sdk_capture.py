@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.secret import Secret
-from proxy.upstream.signing import Credentials, sign_v3
+from proxy.signing import Credentials, sign_v3
 
 AK, SK = "LTAI5tCaptureKey01", "capture-secret/with+odd=chars"
 FIXED_DATE, FIXED_NONCE = "2026-11-23T08:00:00Z", "0123456789abcdef0123456789abcdef"

@@ -14,10 +14,10 @@ from aiohttp.test_utils import TestServer
 
 from proxy.config import SimulatorSettings
 from proxy.secret import Secret
+from proxy.signing import Credentials
 from proxy.simulator.app import create_app
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.errors import UpstreamTimeout
-from proxy.upstream.signing import Credentials
 from tests.support import DEMO, SEED_SPACE, SEED_TEMPLATE, signed_headers, wire_query
 
 GET_TEMPLATE, BIND_WABA = "GetChatappTemplateDetail", "QueryChatappBindWaba"

@@ -13,7 +13,7 @@ import structlog
 from proxy import logs
 from proxy.config import SIMULATOR_OPTIONS, ConfigError, SimulatorSettings, access_keys, add_options
 from proxy.secret import Secret, redact
-from proxy.upstream.signing import Credentials
+from proxy.signing import Credentials
 
 
 def settings_from(argv: list[str], env: dict[str, str]) -> SimulatorSettings:

@@ -12,9 +12,9 @@ from alibabacloud_tea_openapi.utils import Utils
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy import signing
 from proxy.secret import Secret
-from proxy.upstream import signing
-from proxy.upstream.signing import (
+from proxy.signing import (
     Credentials,
     ReceivedRequest,
     SignatureError,
