@@ -15,10 +15,12 @@ Which answers are kept, and for how long, is one table (`RULES`) over the upstre
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
+from proxy.actions import ACTIONS
 from proxy.upstream.errors import Outcome
 
 
@@ -80,3 +82,8 @@ class Lifetimes:
 def store_seconds(stale_until: float, now: float) -> float:
     """How long a backend keeps an entry: until ``stale_until`` (at least a millisecond)."""
     return max(0.001, stale_until - now)
+
+
+def action_ttl(action: str, overrides: Mapping[str, float] | None = None) -> float:
+    """Seconds a successful answer of ``action`` stays fresh: its override (``--ttl``), else its documented TTL."""
+    return float((overrides or {}).get(action, ACTIONS[action].ttl_seconds))

@@ -67,5 +67,10 @@ def configure(level: str = "info", fmt: str = "console") -> None:
     SINK.use(sys.stderr)
 
 
+def json_output(log_format: str, is_tty: bool) -> bool:
+    """Whether logs are JSON objects: ``json``, or ``auto`` when stderr is no terminal (else console lines)."""
+    return log_format == "json" or (log_format == "auto" and not is_tty)
+
+
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
