@@ -36,9 +36,9 @@ from bench.common import QUICK, TEMPLATE, WABA
 from bench.miss import MISS_GATEWAY_FLAGS, MissRun, run_misses
 from bench.procs import Proc, Procs
 from bench.wan import TEMPLATE_MISSES, WABA_MISSES, NetPath, _spacing, _traffic, _upstream, fixed_simulator, margin_ms
-from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from proxy.secret import Secret
 from proxy.signing import Credentials
+from proxy.simulator.settings import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from proxy.upstream.client import UpstreamClient
 
 JITTER_PATH: Final = NetPath(tls=True, handshake_ms=60, latency_ms=40, jitter_ms=25, idle_close_s=30)

@@ -1,6 +1,6 @@
 """The command line: ``cams-proxy simulate`` (and, from the gateway on, ``serve``).
 
-Each command builds its frozen settings from flags and the environment (`proxy.config`), stops with
+Each command builds its frozen settings from flags and the environment (`proxy.options`), stops with
 one line per invalid setting (exit status 2), and otherwise runs until SIGINT/SIGTERM.
 """
 
@@ -12,17 +12,11 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from proxy import __version__
-from proxy.config import (
-    GATEWAY_OPTIONS,
-    SIMULATOR_OPTIONS,
-    ConfigError,
-    GatewaySettings,
-    SimulatorSettings,
-    add_options,
-    default_environ,
-)
 from proxy.credentials import CredentialsUnavailable
 from proxy.logs import configure, get_logger
+from proxy.options import ConfigError, add_options, default_environ
+from proxy.settings import GATEWAY_OPTIONS, GatewaySettings
+from proxy.simulator.settings import SIMULATOR_OPTIONS, SimulatorSettings
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,9 +74,10 @@ done <"$COMPOSE_DIR/gateway.env"
 
 # Compose's containers see only what the compose file gives them: drop every setting of the two commands
 # that this shell may carry (a stray PROXY_CAPS would make the local topology differ from compose's).
-mapfile -t SCRUB < <(trap '' INT && exec "$PY" -c 'from proxy.config import GATEWAY_OPTIONS as g, SIMULATOR_OPTIONS as s
+mapfile -t SCRUB < <(trap '' INT && exec "$PY" -c 'from proxy.settings import GATEWAY_OPTIONS as g
+from proxy.simulator.settings import SIMULATOR_OPTIONS as s
 for name in sorted({o.env for o in (*g, *s)}): print("-u"); print(name)')
-[ "${#SCRUB[@]}" -gt 0 ] || die "cannot read the settings of proxy/config.py with $PY"
+[ "${#SCRUB[@]}" -gt 0 ] || die "cannot read the settings of proxy/settings.py and proxy/simulator/settings.py with $PY"
 
 for port in "$REDIS_PORT" "$SIM_PORT" "${PORTS[@]}" "$LB_PORT"; do
   if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then

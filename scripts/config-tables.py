@@ -1,5 +1,6 @@
 """Rewrite the README's two configuration tables and docs/configuration.md from the option tables in
-proxy/config.py, and the README's per-action parameter tables from the action registry (proxy/actions.py).
+proxy/settings.py, proxy/simulator/settings.py and proxy/netem/settings.py (proxy/reference.py renders them),
+and the README's per-action parameter tables from the action registry (proxy/actions.py).
 
     .venv/bin/python scripts/config-tables.py        (a test fails when the README drifts)
 """
@@ -12,8 +13,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.actions import ACTIONS
-from proxy.config import GATEWAY_OPTIONS, SIMULATOR_OPTIONS, configuration_reference, options_table
-from proxy.reference import replace_sections
+from proxy.reference import configuration_reference, options_table, replace_sections
+from proxy.settings import GATEWAY_OPTIONS
+from proxy.simulator.settings import SIMULATOR_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

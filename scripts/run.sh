@@ -63,7 +63,7 @@ for problem in problems:
 sys.exit(1 if problems else 0)
 PY
 
-DEMO=$(helper -c 'from proxy.config import DEMO_ACCESS_KEY_ID as key_id, DEMO_ACCESS_KEY_SECRET as secret; print(key_id, secret)')
+DEMO=$(helper -c 'from proxy.simulator.settings import DEMO_ACCESS_KEY_ID as key_id, DEMO_ACCESS_KEY_SECRET as secret; print(key_id, secret)')
 DEMO_ID=${DEMO% *}
 DEMO_SECRET=${DEMO#* }
 

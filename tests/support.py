@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
-from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, GatewaySettings
 from proxy.secret import Secret
+from proxy.settings import GatewaySettings
 from proxy.signing import Credentials, format_date, sign_v3
+from proxy.simulator.settings import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Test vectors kept in the repository (the suite reads nothing outside it).

@@ -1,7 +1,7 @@
 """The gateway's per-action limits (pure): the cap each action's upstream budget is kept at, how many misses one
 tenant may have waiting for it, and that one upstream call fits in a request's deadline.
 
-Plain functions of the configured values; the gateway's settings call them and word the problems:
+Plain functions of the configured values; `proxy.settings.GatewaySettings` calls them and words the problems:
 
 * the cap is the documented per-account cap (`proxy.actions`) unless overridden; an override above the
   documented cap is a problem unless the operator says the account's cap was raised (the upstream would throttle

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.config import ConfigError
 from proxy.logs import get_logger
 from proxy.netem.admin import create_admin_app
 from proxy.netem.relay import Relay
 from proxy.netem.settings import NetemSettings
 from proxy.netem.tls import generate, generated_context, server_context, write_ca
+from proxy.options import ConfigError
 from proxy.runner import bind
 
 

@@ -1,4 +1,4 @@
-"""Settings of ``cams-proxy netem``, declared as an `Option` table like the other commands (`proxy.config`).
+"""Settings of ``cams-proxy netem``, declared as an `Option` table like the other commands (`proxy.options`).
 
 Guarantees: every value is parsed and checked before anything listens; all bad values are reported together, one
 line each (`ConfigError`, exit status 2); a flag beats its ``NETEM_*`` variable, which beats the default.
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Self
 
-from proxy.config import (
+from proxy.netem.core import Latency, Profile
+from proxy.options import (
     LOG_OPTIONS,
     ConfigError,
     Option,
@@ -24,7 +25,6 @@ from proxy.config import (
     parse_port,
     resolve,
 )
-from proxy.netem.core import Latency, Profile
 
 
 def host_port(raw: str) -> str:

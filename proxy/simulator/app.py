@@ -24,7 +24,6 @@ import orjson
 from aiohttp import web
 
 from proxy.actions import ACTIONS
-from proxy.config import SimulatorSettings
 from proxy.logs import get_logger
 from proxy.signing import ReceivedRequest, SignatureError, verify_v1, verify_v3
 from proxy.simulator.admin import add_admin_routes
@@ -32,6 +31,7 @@ from proxy.simulator.business import ANSWERERS, success_body
 from proxy.simulator.errors import CODES, error_body, new_request_id
 from proxy.simulator.faults import BROKEN, Fault, broken_body, decide, latency_seconds
 from proxy.simulator.fixtures import FixtureStore, load_document
+from proxy.simulator.settings import SimulatorSettings
 from proxy.simulator.state import ActionStats, SimulatorState
 
 STATE: Final = web.AppKey("simulator_state", SimulatorState)

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.actions import ACTIONS
-from proxy.config import SimulatorSettings
 from proxy.nonces import MemoryNonces
 from proxy.signing import Credentials
 from proxy.simulator.faults import FaultPlan
 from proxy.simulator.fixtures import FixtureStore
+from proxy.simulator.settings import SimulatorSettings
 from proxy.simulator.window import SlidingWindowLimiter
 
 

@@ -39,7 +39,6 @@ from proxy.cache import Cache, CacheError, Entry, MemoryCache
 from proxy.cache.redis import RedisCache
 from proxy.cache.tagindex import MemoryTagIndex, RedisTagIndex, TagIndex
 from proxy.cache.tiered import TieredCache
-from proxy.config import GatewaySettings
 from proxy.credentials import ChainSource, CredentialSource, StaticSource
 from proxy.errors import GatewayError, RequestRejected
 from proxy.logs import get_logger
@@ -49,6 +48,7 @@ from proxy.purge import Purger
 from proxy.readthrough import Answer, ReadThrough
 from proxy.refresh import RefreshAhead, RefreshPlan, RefreshPolicy
 from proxy.replicas import ReplicaKit
+from proxy.settings import GatewaySettings
 from proxy.signing import DEFAULT_MAX_SKEW
 from proxy.tasks import TaskOwner
 from proxy.tenants import (

@@ -92,7 +92,9 @@ def test_port_zero_and_custom_fixtures(tmp_path: Path) -> None:
 
 
 def test_readme_configuration_tables_are_generated_from_the_option_tables() -> None:
-    from proxy.config import GATEWAY_OPTIONS, SIMULATOR_OPTIONS, options_table
+    from proxy.reference import options_table
+    from proxy.settings import GATEWAY_OPTIONS
+    from proxy.simulator.settings import SIMULATOR_OPTIONS
 
     readme = (ROOT / "README.md").read_text()
     for options in (SIMULATOR_OPTIONS, GATEWAY_OPTIONS):
@@ -100,7 +102,7 @@ def test_readme_configuration_tables_are_generated_from_the_option_tables() -> N
 
 
 def test_the_configuration_reference_is_generated_from_the_settings() -> None:
-    from proxy.config import configuration_reference
+    from proxy.reference import configuration_reference
 
     written = (ROOT / "docs" / "configuration.md").read_text()
     assert written == configuration_reference(), "regenerate it: python scripts/config-tables.py"

@@ -18,7 +18,7 @@ from alibabacloud_cams20200606.client import Client
 from alibabacloud_tea_openapi.exceptions import ClientException
 from alibabacloud_tea_openapi.models import Config
 
-from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
+from proxy.simulator.settings import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from tests.support import SEED_SPACE, SEED_TEMPLATE, Process, start_cli, wait_for_log
 
 TENANT_KEY, TENANT_SECRET = "LTAI5tTenantCheckout01", "checkout-secret-do-not-log-7f3a"

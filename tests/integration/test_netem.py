@@ -342,8 +342,8 @@ def test_bad_settings_stop_with_one_line_each() -> None:
 
 
 def test_the_flag_table_in_docs_netem_is_generated_from_the_option_table() -> None:
-    from proxy.config import options_table
     from proxy.netem.settings import NETEM_OPTIONS
+    from proxy.reference import options_table
 
     assert options_table(NETEM_OPTIONS) in (ROOT / "docs" / "netem.md").read_text(), (
         "paste options_table(NETEM_OPTIONS) into docs/netem.md's Flags section")

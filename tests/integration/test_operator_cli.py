@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import requests
 
-from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
+from proxy.simulator.settings import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from tests.support import ROOT, many_templates, start_cli
 
 WABA, TEMPLATE = "QueryChatappBindWaba", "GetChatappTemplateDetail"

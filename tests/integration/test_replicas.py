@@ -17,7 +17,7 @@ import orjson
 import pytest
 import requests
 
-from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
+from proxy.simulator.settings import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from tests.conftest import start_redis, start_redis_cluster
 from tests.support import Process, free_port, many_templates, start_cli
 

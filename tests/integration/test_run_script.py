@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from proxy.config import GATEWAY_OPTIONS, SIMULATOR_OPTIONS
+from proxy.settings import GATEWAY_OPTIONS
+from proxy.simulator.settings import SIMULATOR_OPTIONS
 from tests.support import ROOT, SEED_SPACE, SEED_TEMPLATE, free_port
 
 RUN_SH = ROOT / "scripts" / "run.sh"

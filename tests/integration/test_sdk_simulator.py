@@ -11,8 +11,8 @@ from alibabacloud_cams20200606.client import Client
 from alibabacloud_tea_openapi.exceptions import ClientException
 from alibabacloud_tea_openapi.models import Config
 
-from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from proxy.simulator.fixtures import load_document
+from proxy.simulator.settings import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from tests.support import SEED_SPACE, SEED_TEMPLATE
 
 FIXTURES = load_document(None)

@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 import requests
 
-from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
+from proxy.simulator.settings import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from tests.support import many_templates, start_cli
 
 WABA = "QueryChatappBindWaba"

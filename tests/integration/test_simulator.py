@@ -12,10 +12,10 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proxy.config import SimulatorSettings
 from proxy.secret import Secret
 from proxy.signing import Credentials
 from proxy.simulator.app import create_app
+from proxy.simulator.settings import SimulatorSettings
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.errors import UpstreamTimeout
 from tests.support import DEMO, SEED_SPACE, SEED_TEMPLATE, signed_headers, wire_query

@@ -34,7 +34,8 @@ import requests
 import yaml
 
 from proxy.__main__ import build_parser
-from proxy.config import GATEWAY_OPTIONS, SIMULATOR_OPTIONS, GatewaySettings, SimulatorSettings
+from proxy.settings import GATEWAY_OPTIONS, GatewaySettings
+from proxy.simulator.settings import SIMULATOR_OPTIONS, SimulatorSettings
 from tests.support import ROOT, SEED_SPACE, SEED_TEMPLATE, free_port, many_templates
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"

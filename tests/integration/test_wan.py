@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 import pytest
 
-from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
+from proxy.simulator.settings import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from tests.conftest import start_redis
 from tests.integration.conftest import TEMPLATE, WABA, GatewayFactory, Sim
 from tests.netem import Netem, start_netem

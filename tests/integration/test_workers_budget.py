@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from proxy.admission.host_budget import BUDGET_SOCKET_ENV, HostBudgetThread
-from proxy.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
+from proxy.simulator.settings import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from tests.support import Process, free_port, many_templates, start_cli
 
 TEMPLATE, WABA = "GetChatappTemplateDetail", "QueryChatappBindWaba"

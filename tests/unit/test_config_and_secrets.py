@@ -11,9 +11,10 @@ import pytest
 import structlog
 
 from proxy import logs
-from proxy.config import SIMULATOR_OPTIONS, ConfigError, SimulatorSettings, access_keys, add_options
+from proxy.options import ConfigError, add_options
 from proxy.secret import Secret, redact
 from proxy.signing import Credentials
+from proxy.simulator.settings import SIMULATOR_OPTIONS, SimulatorSettings, access_keys
 
 
 def settings_from(argv: list[str], env: dict[str, str]) -> SimulatorSettings:
@@ -90,7 +91,7 @@ def test_redact_hides_url_passwords_and_secret_parameters(raw: str, shown: str) 
 @pytest.mark.parametrize("url", ["redis://:hunter2-password@redis:notaport/0", "redis://:hunter2-password@:6379",
                                  "memcached://:hunter2-password@redis:6379"])
 def test_a_malformed_setting_is_reported_without_its_password(url: str) -> None:
-    from proxy.config import GATEWAY_OPTIONS, GatewaySettings
+    from proxy.settings import GATEWAY_OPTIONS, GatewaySettings
 
     parser = argparse.ArgumentParser()
     add_options(parser, GATEWAY_OPTIONS)

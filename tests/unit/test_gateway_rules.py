@@ -15,6 +15,7 @@ from proxy.admission.limits import (
 )
 from proxy.freshness import action_ttl
 from proxy.logs import json_output
+from proxy.settings import GatewaySettings
 
 TEMPLATE, WABA = "GetChatappTemplateDetail", "QueryChatappBindWaba"
 
@@ -56,3 +57,26 @@ def test_the_ttl_is_the_documented_one_unless_overridden() -> None:
 def test_logs_are_json_when_asked_or_when_stderr_is_no_terminal(fmt: str, is_tty: bool, json: bool) -> None:
     assert json_output(fmt, is_tty) is json
 
+
+def test_the_settings_apply_the_rules() -> None:
+    settings = GatewaySettings(caps={TEMPLATE: 3}, ttls={WABA: 60.0}, queue_bounds={TEMPLATE: 9}, log_format="auto")
+    assert [settings.cap(name) for name in (TEMPLATE, WABA)] == [3, 10]
+    assert [settings.local_cap(name) for name in (TEMPLATE, WABA)] == [3, 10]
+    assert (settings.ttl(TEMPLATE), settings.ttl(WABA)) == (300.0, 60.0)
+    assert (settings.queue_bound(TEMPLATE), settings.queue_bound(WABA)) == (9, DEFAULT_QUEUE_BOUND)
+    assert settings.json_logs(is_tty=False) and not settings.json_logs(is_tty=True)
+
+
+def test_the_local_cap_is_the_cap_whatever_the_workers() -> None:
+    """No per-worker split: the workers share the supervisor's host budget (`proxy.admission.host_budget`)."""
+    for workers in (1, 2, 7):
+        assert GatewaySettings(workers=workers).local_cap(WABA) == 10
+
+
+def test_the_problems_are_worded_by_the_settings() -> None:
+    assert GatewaySettings().problems() == []
+    problems = GatewaySettings(caps={TEMPLATE: 6}, upstream_timeout_s=12.0, deadline_s=10.0).problems()
+    assert len(problems) == 2
+    assert problems[0].startswith(f"invalid setting --cap={TEMPLATE}=6: above the documented upstream cap of 5/s")
+    assert problems[1].startswith("invalid setting CAMS_TIMEOUT_S=12.0: longer than the request deadline")
+    assert GatewaySettings(caps={TEMPLATE: 6}, allow_cap_above_documented=True).problems() == []
