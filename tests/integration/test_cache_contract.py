@@ -1,15 +1,26 @@
-"""One contract suite over every cache backend, then what is specific to each (LRU bounds; Redis layout, faults).
+"""One contract suite over every cache backend, then what is specific to each (LRU bounds; Redis layout, faults;
+the tiered cache's L1).
 
-The Redis backend runs against the suite's real redis-server (``redis_url``), each test under its own key prefix.
+Backends: ``memory``; ``redis`` (`RedisCache` on the suite's real redis-server, ``redis_url``); ``tiered`` (the default
+with Redis: `TieredCache`, an L1 `MemoryCache` in front of a `RedisCache`, with its notice bus running, built the way
+`proxy.gateway.replicas.ReplicaKit.build` builds it); ``cluster`` (`RedisCache` over the Redis Cluster client of
+`proxy.replica.redis_clients.connect`, on a real three-master cluster of this module's own) and ``tiered-cluster``
+(the default with ``--redis-cluster``). Each test runs under its own key prefix.
+
+Where the tiered cache's contract differs, the test says so and checks the tiered expectation, never skips: ``peek``
+answers from its L1 (the process), and an entry removed from Redis other than through this replica (another
+replica's write whose notice was lost, an eviction) is still served from L1 until its L1 time to live
+(``l1_max_ttl`` at most), the documented staleness bound; in step with Redis's own expiry it never outlives it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import redis.asyncio
@@ -17,9 +28,15 @@ from redis.exceptions import RedisError
 
 from proxy.cache import Cache, CacheError, Entry, MemoryCache, RedisCache
 from proxy.cache.redis import HEADER, MAGIC, pack_entry, ttl_ms, unpack_entry
+from proxy.cache.tiered import TieredCache
+from proxy.replica.breaker import CircuitBreaker
+from proxy.replica.bus import Bus
+from proxy.replica.redis_clients import call_bound_s, connect
+from tests.conftest import start_redis_cluster
 from tests.support import free_port
 
-BACKENDS = ["memory", "redis"]
+BACKENDS = ["memory", "redis", "tiered", "cluster", "tiered-cluster"]
+REDIS_TIMEOUT_S = 2.0  # the replicas' per-reply timeout here (the gateway's --redis-timeout-s)
 ENTRY = Entry(status=200, body=b'{"ok":true}', fetched_at=1_718_000_000.123456)
 FAST_TIMEOUT = 1.0  # seconds a failing Redis call may take before the test calls it slow
 
@@ -46,16 +63,75 @@ def unique_prefix() -> str:
     return f"test:{uuid.uuid4().hex}:"
 
 
+@pytest.fixture(scope="module")
+def cluster_url(redis_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A three-master Redis Cluster of this module's own (about 2 s to start), killed at the end."""
+    procs, url = start_redis_cluster(redis_binary, tmp_path_factory.mktemp("cluster"))
+    yield url
+    for proc in procs:
+        proc.kill()
+    for proc in procs:
+        proc.wait()
+
+
+def redis_on(url: str, prefix: str, *, cluster: bool) -> RedisCache:
+    """The L2 the replicas build: a client from `connect`, each operation bounded by `call_bound_s`."""
+    client = connect(url, cluster=cluster, timeout=REDIS_TIMEOUT_S, connect_timeout=REDIS_TIMEOUT_S)
+    return RedisCache(client, prefix=prefix, timeout=call_bound_s(REDIS_TIMEOUT_S))
+
+
+@contextlib.asynccontextmanager
+async def open_tiered(url: str, prefix: str, *, cluster: bool = False, l1_max_ttl: float = 10.0,
+                      l1_clock: Callable[[], float] = time.monotonic, redis_timeout_s: float = REDIS_TIMEOUT_S,
+                      wait_connected: bool = True) -> AsyncIterator[TieredCache]:
+    """One replica's tiered cache as `ReplicaKit.build` makes it (command client, pub/sub client without a read
+    timeout, breaker, bus), with its bus reader running; the L1 on ``l1_clock`` (the gateway's: monotonic). The
+    breaker is opened by the tier itself on a Redis failure (the gateway passes the coordinator's hook instead)."""
+    client = connect(url, cluster=cluster, timeout=redis_timeout_s, connect_timeout=redis_timeout_s)
+    pubsub_client = connect(url, cluster=cluster, timeout=None, connect_timeout=redis_timeout_s)
+    breaker = CircuitBreaker(cooldown=1.0, probe_timeout=call_bound_s(redis_timeout_s))
+    bus = Bus(pubsub_client, f"replica-{uuid.uuid4().hex[:6]}")
+    l2 = RedisCache(client, prefix=prefix, timeout=call_bound_s(redis_timeout_s))
+    tier = TieredCache(MemoryCache(max_entries=10_000, max_bytes=64 * 1024 * 1024, clock=l1_clock), l2, bus,
+                       breaker, l1_max_ttl)
+    reader = asyncio.get_running_loop().create_task(bus.run())
+    try:
+        if wait_connected:
+            async with asyncio.timeout(5):
+                await bus.connected.wait()
+        yield tier
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        with contextlib.suppress(CacheError):
+            await tier.close()
+        await pubsub_client.aclose()
+
+
 @pytest.fixture(params=BACKENDS)
-async def cache(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Cache]:
-    """Each backend, empty; the memory one on the fake ``clock``, the Redis one under a prefix of its own."""
-    backend: Cache
-    if request.param == "memory":
-        backend = MemoryCache(clock=clock)
-    else:
-        backend = RedisCache.from_url(request.getfixturevalue("redis_url"), prefix=unique_prefix())
-    yield backend
-    await backend.close()
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def cache(backend: str, request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Cache]:
+    """Each backend, empty; the memory one on the fake ``clock``, the Redis ones under a prefix of their own (the
+    tiered ones' L1 on the monotonic clock, as in the gateway)."""
+    if backend == "memory":
+        memory = MemoryCache(clock=clock)
+        yield memory
+        await memory.close()
+        return
+    cluster = backend.endswith("cluster")
+    url = request.getfixturevalue("cluster_url" if cluster else "redis_url")
+    if backend.startswith("tiered"):
+        async with open_tiered(url, unique_prefix(), cluster=cluster) as tier:
+            yield tier
+        return
+    shared = redis_on(url, unique_prefix(), cluster=cluster)
+    yield shared
+    await shared.close()
 
 
 @pytest.fixture
@@ -382,14 +458,34 @@ async def test_an_unchanged_value_is_unpacked_once_and_a_changed_one_is_read_ane
 
 
 async def test_peek_answers_only_from_the_process(cache: Cache, clock: FakeClock) -> None:
-    """``peek`` is `get` without I/O: the memory backend answers it (never past the TTL), Redis never does."""
+    """``peek`` is `get` without I/O: the memory backend answers it (never past the TTL), Redis never does, and the
+    tiered cache answers from its L1 only (a copy it no longer holds is None, though Redis has the entry)."""
     await cache.set("k", ENTRY, ttl=5)
     if isinstance(cache, MemoryCache):
         assert cache.peek("k") == ENTRY
         clock.advance(5)
         assert cache.peek("k") is None
+    elif isinstance(cache, TieredCache):
+        assert cache.peek("k") == ENTRY
+        cache.l1.discard("k")  # as another replica's notice would
+        assert cache.peek("k") is None
+        assert await cache.get("k") == ENTRY  # read from Redis, and copied into L1 again
+        assert cache.peek("k") == ENTRY
     else:
+        assert isinstance(cache, RedisCache)
         assert cache.peek("k") is None and await cache.get("k") == ENTRY
+
+
+async def test_concurrent_gets_of_many_keys_each_get_their_own_entry(cache: Cache) -> None:
+    """Many keys (on a cluster: spread over every node's slots) read at once, in one batch for Redis."""
+    for i in range(40):
+        await cache.set(f"key-{i}", Entry(200, f"body {i}".encode(), float(i)), 60)
+    found = await asyncio.gather(*(cache.get(f"key-{i % 50}") for i in range(150)))
+    for i, entry in enumerate(found):
+        if i % 50 < 40:
+            assert entry == Entry(200, f"body {i % 50}".encode(), float(i % 50))
+        else:
+            assert entry is None
 
 
 async def test_a_batch_to_an_unreachable_redis_fails_every_caller_with_cache_error() -> None:
@@ -399,3 +495,96 @@ async def test_a_batch_to_an_unreachable_redis_fails_every_caller_with_cache_err
     results = await asyncio.gather(*(cache.get(f"k{i}") for i in range(5)), return_exceptions=True)
     assert all(isinstance(result, CacheError) for result in results)
     await cache.close()
+
+
+# --- tiered: the L1 in front of Redis, and what differs from the contract ----------------------------------
+
+TIERED = pytest.mark.parametrize("kind", ["single", "cluster"])
+
+
+def url_of(kind: str, request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("cluster_url" if kind == "cluster" else "redis_url"))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 2.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "not within the pub/sub delivery bound"
+        await asyncio.sleep(0.005)
+
+
+@TIERED
+async def test_tiered_another_replicas_write_or_delete_is_seen_once_its_notice_drops_the_l1_copy(
+        kind: str, request: pytest.FixtureRequest) -> None:
+    url, prefix = url_of(kind, request), unique_prefix()
+    newer = Entry(200, b"newer", 2.0)
+    async with open_tiered(url, prefix, cluster=kind == "cluster") as a, \
+            open_tiered(url, prefix, cluster=kind == "cluster") as b:
+        await a.set("k", ENTRY, ttl=60)
+        assert await b.get("k") == ENTRY and b.peek("k") == ENTRY  # from Redis, now in b's L1
+        await a.set("k", newer, ttl=60)
+
+        async def b_sees_newer() -> bool:
+            return await b.get("k") == newer
+
+        await eventually(b_sees_newer)
+        assert b.invalidations >= 1
+        assert await a.delete("k") is True
+
+        async def b_sees_it_gone() -> bool:
+            return await b.get("k") is None
+
+        await eventually(b_sees_it_gone)
+
+
+@TIERED
+async def test_tiered_l1_serves_an_entry_redis_lost_behind_its_back_until_its_l1_time_to_live(
+        kind: str, request: pytest.FixtureRequest) -> None:
+    """The documented staleness bound when no notice comes (an eviction, a notice lost with the subscription):
+    ``l1_max_ttl``. The plain Redis backend would answer None at once: this is where the contracts differ."""
+    clock = FakeClock()
+    async with open_tiered(url_of(kind, request), unique_prefix(), cluster=kind == "cluster", l1_max_ttl=10.0,
+                           l1_clock=clock) as tier:
+        await tier.set("k", ENTRY, ttl=60)
+        assert await tier.l2.client.delete(tier.l2.key("k")) == 1  # gone from Redis, no notice
+        assert await tier.l2.get("k") is None
+        clock.advance(9.999)
+        assert await tier.get("k") == ENTRY  # still the L1 copy
+        clock.advance(0.001)
+        assert await tier.get("k") is None  # its L1 time (capped at l1_max_ttl) is over: Redis is asked
+
+
+@TIERED
+async def test_tiered_a_redis_hit_stays_in_l1_for_what_it_has_left_in_redis_at_most_l1_max_ttl(
+        kind: str, request: pytest.FixtureRequest) -> None:
+    url, prefix, clock = url_of(kind, request), unique_prefix(), FakeClock()
+    async with open_tiered(url, prefix, cluster=kind == "cluster") as writer, \
+            open_tiered(url, prefix, cluster=kind == "cluster", l1_max_ttl=10.0, l1_clock=clock) as reader:
+        await writer.set("short", ENTRY, ttl=0.5)
+        await writer.set("long", ENTRY, ttl=60)
+        assert await reader.get("short") == ENTRY and await reader.get("long") == ENTRY
+        clock.advance(0.4)
+        assert reader.peek("short") == ENTRY
+        clock.advance(0.1)
+        assert reader.peek("short") is None  # never longer than Redis keeps it (its PTTL when read)
+        clock.advance(9.4)
+        assert reader.peek("long") == ENTRY
+        clock.advance(0.1)
+        assert reader.peek("long") is None  # capped at l1_max_ttl
+
+
+async def test_tiered_with_redis_down_answers_from_l1_stores_in_l1_and_only_delete_raises() -> None:
+    """The fault contract differs too: where the Redis backend raises `CacheError` on every call, the tiered one
+    pays one failure (the breaker opens), then answers from L1 alone; a delete drops the L1 copy and raises (Redis
+    may still hold the entry)."""
+    async with open_tiered(f"redis://127.0.0.1:{free_port()}/0", unique_prefix(), redis_timeout_s=0.2,
+                           wait_connected=False) as tier:
+        started = time.monotonic()
+        assert await tier.get("k") is None
+        assert not tier.breaker.healthy
+        await tier.set("k", ENTRY, ttl=60)
+        assert await tier.get("k") == ENTRY  # from L1; Redis is not asked while the breaker is open
+        with pytest.raises(CacheError, match="marked down"):
+            await tier.delete("k")
+        assert tier.peek("k") is None
+        assert time.monotonic() - started < FAST_TIMEOUT
