@@ -174,7 +174,8 @@ def run_gateway(settings: GatewaySettings, worker: int | None = None) -> None:
     from proxy.loops import LoopUnavailable, loop_factory, run
     from proxy.runner import bind, serve_forever
     from proxy.tenants import TenantsFileError, load_tenants
-    from proxy.web.app import OPS_PORT, create_app, gateway_runner
+    from proxy.web.app import create_app, gateway_runner
+    from proxy.web.keys import OPS_PORT
 
     log = get_logger("proxy.gateway")
     try:

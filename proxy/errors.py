@@ -80,7 +80,7 @@ class DeadlineTooShort(RequestRejected):
 class Overloaded(GatewayError):
     """503 Throttling.Proxy with one wait, rendered once: ``reason`` (a sentence without a retry time) gets
     "; retry in 2.4s." and the headers say the same (`retry_after_ms`). ``rendered``: ``reason`` already ends with
-    that sentence (an `Overloaded` relayed from another replica, `proxy.readthrough.failure_from_notice`)."""
+    that sentence (an `Overloaded` relayed from another replica, `proxy.replica.flight.failure_from_notice`)."""
 
     code = "Throttling.Proxy"
     status = 503

@@ -21,27 +21,23 @@ Errors are in the upstream's shape; nothing here costs upstream quota.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import time
 from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
 
-from proxy.actions import ACTIONS
 from proxy.cache.base import CacheError
-from proxy.cache.tiered import TieredCache
 from proxy.errors import GatewayError, RequestRejected
 from proxy.logs import get_logger
-from proxy.purge import AuditEvent, Purger
+from proxy.purge import AuditEvent
 from proxy.secret import Secret
 from proxy.tags import TAG_KINDS
 from proxy.validation import resolve_action, validate
+from proxy.web.keys import EDGE_STATS, GATEWAY
 from proxy.web.rendering import error_response, request_id_for
 
-PURGER: Final = web.AppKey("purger", Purger)
 MAX_ITEMS: Final = 1000
 log = get_logger("proxy.admin")
 
@@ -173,11 +169,10 @@ class AdminRoutes:
                                "?token= where only a URL can be configured).")
 
     async def purge(self, request: web.Request) -> web.Response:
-        from proxy.web.app import READTHROUGH
-
-        keys, tags = purge_request(await _read_json(request), request.app[READTHROUGH].key_for)
+        gateway = request.app[GATEWAY]
+        keys, tags = purge_request(await _read_json(request), gateway.readthrough.key_for)
         try:
-            result = await request.app[PURGER].purge(keys, tags)
+            result = await gateway.purger.purge(keys, tags)
         except CacheError as exc:
             raise PurgeUnavailable(f"The purge could not reach the cache: {exc}. Retry when Redis is back.") from exc
         log.info("purged", purged=len(result.purged), not_cached=len(result.not_cached),
@@ -187,7 +182,7 @@ class AdminRoutes:
     async def audit(self, request: web.Request) -> web.Response:
         events = audit_events(await _read_json(request))
         try:
-            purged = await request.app[PURGER].audit(events)
+            purged = await request.app[GATEWAY].purger.audit(events)
         except CacheError as exc:
             raise PurgeUnavailable(f"The purge could not reach the cache: {exc}.") from exc
         log.info("audit callback", events=len(events), purged=len(purged))
@@ -198,58 +193,5 @@ class AdminRoutes:
 
 
 def status_document(app: web.Application) -> dict[str, Any]:
-    """What an operator's status view reads: flow counters, cache tiers, queues and the Redis mode."""
-    from proxy.web.app import (
-        ACCESS_LOG,
-        EDGE_STATS,
-        QUEUES,
-        READTHROUGH,
-        REPLICA_KIT,
-        TENANTS,
-        in_process_cache,
-        memory_document,
-    )
-
-    readthrough = app[READTHROUGH]
-    cache = readthrough.cache
-    tiers: dict[str, Any] = {"backend": cache.name}
-    if isinstance(cache, TieredCache):
-        tiers.update(l1_entries=len(cache.l1), l1_hits=cache.l1_hits, l2_hits=cache.l2_hits,
-                     invalidations=cache.invalidations)
-    elif (memory := in_process_cache(cache)) is not None:
-        tiers["entries"] = len(memory)
-    kit = app[REPLICA_KIT]
-    now = asyncio.get_running_loop().time()
-    queues: dict[str, Any] = {}
-    for name, queue in app[QUEUES].items():
-        queues[name] = {"waiting": queue.waiting, "granted": queue.stats.granted, "cap": queue.rate,
-                        "use": round(queue.use(now), 3),
-                        "depth": {priority.name.lower(): n for priority, n in queue.depths().items()},
-                        "refused": queue.stats.refused_full + queue.stats.refused_deadline + queue.stats.refused_late,
-                        "mode": "shadow" if queue.shadow else "enforce",
-                        "interval_s": round(queue.interval, 4),
-                        "adaptive_rate": queue.adaptive_rate.status(time.monotonic())}
-        if queue.shadow:
-            queues[name]["shadow"] = dict(queue.stats.shadow)
-    document: dict[str, Any] = {
-        "counters": dataclasses.asdict(readthrough.counters),
-        "cache": tiers,
-        "queues": queues,
-        "tenants": readthrough.metrics.requests_by_tenant(),
-        "actions": sorted(ACTIONS),
-        "edge": dataclasses.asdict(app[EDGE_STATS]),
-        "nonces": app[TENANTS].nonces.status(),
-        "memory": memory_document(app),
-    }
-    access_log = app[ACCESS_LOG]
-    if access_log is not None:  # lines written, dropped (buffer full) and waiting for the next batch
-        document["access_log"] = access_log.status()
-    for queue in app[QUEUES].values():  # one adaptive margin per process, shared by its queues
-        document["margin"] = queue.margin.status(time.monotonic())
-        break
-    if kit is not None:
-        document["replica"] = kit.replica_id
-        document["redis"] = {**kit.coordinator.status(), "pubsub_connected": kit.bus.connected.is_set(),
-                             "notices_received": kit.bus.received}
-    return document
-
+    """What an operator's status view reads (`proxy.gateway.Gateway.status`, with the HTTP edge's counters)."""
+    return app[GATEWAY].status(dataclasses.asdict(app[EDGE_STATS]))

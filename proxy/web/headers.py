@@ -24,9 +24,9 @@ from aiohttp import hdrs
 from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, istr
 
+from proxy.answer import Answer, CacheStatus
 from proxy.bounded import BoundedMap
 from proxy.cache.base import Entry
-from proxy.readthrough import Answer, CacheStatus
 
 CACHE_NAME: Final = "cams-proxy"
 #: How long a rendered ``RateLimit`` value may be reused: it is sent on every hit, and building it asks the

@@ -10,7 +10,7 @@ from typing import Final
 import orjson
 from aiohttp import web
 
-from proxy.errors import GatewayError
+from proxy.errors import GatewayError, RequestRejected
 
 JSON_TYPE: Final = "application/json;charset=utf-8"
 HOST_ID: Final = "cams-proxy"
@@ -44,3 +44,11 @@ def error_response(request_id: str, error: GatewayError) -> web.Response:
         status=error.status,
         headers={"Content-Type": JSON_TYPE, "X-Request-Id": request_id, **error.headers},
     )
+
+
+async def not_found(request: web.Request) -> web.Response:
+    """The catch-all: an unknown path, in the upstream's shape."""
+    request_id = request_id_for(request.headers.get("X-Request-Id"))
+    return error_response(request_id, RequestRejected(
+        f"No such endpoint: {request.path[:80]}. Calls go to / or /v1/{{Action}}.", code="InvalidAction.NotFound",
+        status=404))

@@ -13,7 +13,8 @@ from aiohttp.test_utils import TestServer
 
 from proxy.replica.redis_clients import RedisClient, connect
 from proxy.tenants import TenantDirectory
-from proxy.web.app import READTHROUGH, create_app, gateway_runner
+from proxy.web.app import create_app, gateway_runner
+from proxy.web.keys import GATEWAY
 from tests.support import gateway_settings
 
 TEMPLATE = "GetChatappTemplateDetail"
@@ -96,4 +97,4 @@ async def gateway(make_gateway: GatewayFactory) -> TestServer:
 
 
 def counters(server: TestServer) -> Any:
-    return server.app[READTHROUGH].counters
+    return server.app[GATEWAY].readthrough.counters

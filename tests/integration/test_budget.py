@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 from aiohttp.test_utils import TestServer
 
-from proxy.web.app import QUEUES
+from proxy.web.keys import GATEWAY
 from tests.integration.conftest import TEMPLATE, WABA, GatewayFactory, Sim
 from tests.support import many_templates
 
@@ -71,7 +71,7 @@ async def test_100_template_misses_use_the_cap_and_never_pass_it(make_gateway: G
     stats = await sim.stats(TEMPLATE)
     assert (stats["calls"], stats["ok"], stats["throttled"]) == (100, 100, 0)
     assert stats["max_in_any_1s"] == 5  # the cap is reached, never passed
-    queue = gateway.app[QUEUES][TEMPLATE]
+    queue = gateway.app[GATEWAY].queues[TEMPLATE]
     assert queue.stats.granted == 100
 
 
@@ -100,7 +100,7 @@ async def test_misses_that_cannot_fit_the_deadline_are_refused_at_once_and_serve
     assert 30 <= refused_once <= 70
     stats = await sim.stats(TEMPLATE)
     assert (stats["calls"], stats["throttled"], stats["max_in_any_1s"]) == (100, 0, 5)
-    queue_stats = gateway.app[QUEUES][TEMPLATE].stats
+    queue_stats = gateway.app[GATEWAY].queues[TEMPLATE].stats
     assert queue_stats.refused_deadline >= refused_once and queue_stats.expired == 0
 
 
@@ -151,7 +151,7 @@ async def test_a_deadline_too_short_for_any_miss_is_400_without_retry_headers_an
     assert not {"retry-after", "x-acs-retry-after"} & set(lowered)
     assert "retry in" not in message
     assert (await sim.stats(TEMPLATE))["calls"] == 0
-    queue = gateway.app[QUEUES][TEMPLATE]
+    queue = gateway.app[GATEWAY].queues[TEMPLATE]
     assert queue.stats.refused_too_short == 1 and queue.stats.granted == 0
     # The advised deadline is enough for the same miss; then a 50 ms deadline is served from the cache.
     status, _, _ = await call(session, gateway, template_target(0), {"X-Request-Timeout-Ms": str(advised)})
@@ -166,7 +166,7 @@ async def test_deadline_passed_in_the_queue_is_504_and_never_sent(make_gateway: 
     """When grants fall behind the estimate (event-loop lag, retries), the deadline still holds."""
     await sim.fixtures(many_templates(20))
     gateway = await make_gateway()
-    queue = gateway.app[QUEUES][TEMPLATE]
+    queue = gateway.app[GATEWAY].queues[TEMPLATE]
     queue.estimated_wait = lambda *args, **kwargs: 0.0  # type: ignore[method-assign]  # an estimate that is too optimistic
     queue._refuse_late = lambda now: None  # type: ignore[method-assign]  # and no re-check while it waits
     backlog = asyncio.gather(*(call(session, gateway, template_target(i)) for i in range(5)))
@@ -193,7 +193,7 @@ async def test_shadow_mode_enforces_nothing_and_counts_what_enforcing_would_do(m
     assert [status for status, _, _ in results] == [200] * 5
     stats = await sim.stats(TEMPLATE)
     assert stats["calls"] == 5 and stats["max_in_any_1s"] == 5  # not held back: 5 went out in one second
-    shadow = gateway.app[QUEUES][TEMPLATE].stats.shadow
+    shadow = gateway.app[GATEWAY].queues[TEMPLATE].stats.shadow
     assert shadow == {"granted": 1, "delayed": 4, "refused": 0}  # at 2/s the enforced budget would have spaced them
     async with session.get(str(gateway.make_url("/metrics"))) as response:
         text = await response.text()

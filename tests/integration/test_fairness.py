@@ -7,7 +7,7 @@ import time
 
 import aiohttp
 
-from proxy.web.app import QUEUES
+from proxy.web.keys import GATEWAY
 from tests.integration.conftest import WABA, GatewayFactory, Sim
 from tests.support import many_templates
 
@@ -27,7 +27,7 @@ async def test_a_flooding_tenant_does_not_hold_back_the_others(make_gateway: Gat
             return response.status
 
     flood = [asyncio.ensure_future(call("A", i)) for i in range(500)]
-    queue = gateway.app[QUEUES][WABA]
+    queue = gateway.app[GATEWAY].queues[WABA]
     deadline = time.monotonic() + 20
     while queue.waiting < 450:  # A's backlog is queued (counted, not slept on)
         assert time.monotonic() < deadline, queue.waiting

@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 from aiohttp.test_utils import TestServer
 
-from proxy.web.app import QUEUES
+from proxy.web.keys import GATEWAY
 from tests.integration.conftest import TEMPLATE, GatewayFactory, Sim
 from tests.support import many_templates
 
@@ -37,7 +37,7 @@ async def test_a_leader_with_a_short_deadline_does_not_fail_those_who_joined_it(
         make_gateway: GatewayFactory, session: aiohttp.ClientSession, sim: Sim) -> None:
     await sim.fixtures(many_templates(20))
     gateway = await make_gateway()
-    queue = gateway.app[QUEUES][TEMPLATE]
+    queue = gateway.app[GATEWAY].queues[TEMPLATE]
     queue.estimated_wait = lambda *args, **kwargs: 0.0  # type: ignore[method-assign]  # admit the leader despite the backlog
     queue._refuse_late = lambda now: None  # type: ignore[method-assign]  # and let it wait out its own deadline
     backlog = asyncio.gather(*(call(session, gateway, template_target(i)) for i in range(5)))

@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from proxy.secret import Secret
-from proxy.web.app import READTHROUGH
+from proxy.web.keys import GATEWAY
 from tests.integration.conftest import TEMPLATE, WABA, GatewayFactory, Sim
 
 OK_SPACE, UNSUBSCRIBED, ISV_ONLY, UNKNOWN = "10000000000001", "10000000000002", "10000000000003", "19999999999999"
@@ -119,7 +119,7 @@ async def test_stale_while_revalidate_serves_at_once_refreshes_once_then_serves_
         make_gateway: GatewayFactory, session: aiohttp.ClientSession, sim: Sim) -> None:
     await sim.fixtures(fixtures("v1"))
     gateway = await make_gateway(ttls={TEMPLATE: 1.0}, stale_while_revalidate_s=30.0)
-    counters = gateway.app[READTHROUGH].counters
+    counters = gateway.app[GATEWAY].readthrough.counters
     assert (await get(session, gateway, template()))[1]["Data"]["Name"] == "v1"
     await sim.fixtures(fixtures("v2"))
     await asyncio.sleep(1.05)  # the TTL passes: the entry is stale
@@ -172,7 +172,7 @@ async def test_a_key_hit_during_its_ttl_is_refreshed_before_it_expires(make_gate
                                                                        sim: Sim) -> None:
     await sim.fixtures(fixtures("v1"))
     gateway = await make_gateway(ttls={TEMPLATE: 2.0}, refresh_ahead_fraction=0.4, stale_while_revalidate_s=0.0)
-    counters = gateway.app[READTHROUGH].counters
+    counters = gateway.app[GATEWAY].readthrough.counters
     first = await get(session, gateway, template())
     unread = await get(session, gateway, template(UNKNOWN))  # a negative answer is never refreshed ahead
     assert (first[2]["X-Cache"], unread[2]["X-Cache"]) == ("MISS", "MISS")

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
-from proxy.web.app import READTHROUGH
+from proxy.web.keys import GATEWAY
 from tests.integration.conftest import TEMPLATE, WABA, GatewayFactory, Sim, counters
 from tests.support import SEED_SPACE, SEED_TEMPLATE
 
@@ -118,7 +118,7 @@ async def test_redis_backend_serves_hits(make_gateway: GatewayFactory, session: 
 
     redis_sync.Redis.from_url(redis_url).flushall()
     gateway = await make_gateway(redis_url=redis_url, l1_max_ttl_s=l1_max_ttl_s)
-    assert gateway.app[READTHROUGH].cache.name == backend
+    assert gateway.app[GATEWAY].readthrough.cache.name == backend
     first = await get(session, gateway, f"/v1/{WABA}?CustSpaceId={SEED_SPACE}")
     second = await get(session, gateway, f"/?Action={WABA}&CustSpaceId={SEED_SPACE}")
     assert first[2]["X-Cache"] == "MISS" and second[2]["X-Cache"] == "HIT" and first[1] == second[1]

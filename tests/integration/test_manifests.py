@@ -30,8 +30,8 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from proxy.__main__ import build_parser
 from proxy.admission.fair import Priority
+from proxy.answer import CacheStatus
 from proxy.metrics import Metrics
-from proxy.readthrough import CacheStatus
 from proxy.settings import GATEWAY_OPTIONS, GatewaySettings
 from proxy.simulator.settings import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, SimulatorSettings
 from proxy.upstream.errors import Outcome

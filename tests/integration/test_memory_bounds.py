@@ -16,7 +16,7 @@ import pytest
 from proxy.actions import ACTIONS
 from proxy.cache.base import Entry
 from proxy.secret import Secret
-from proxy.web.app import READTHROUGH
+from proxy.web.keys import GATEWAY
 from tests.integration.conftest import TEMPLATE, GatewayFactory, Sim
 from tests.support import SEED_SPACE
 
@@ -45,7 +45,7 @@ async def test_side_caches_stay_inside_the_memory_budget(
     extra: dict[str, Any] = {} if mode == "memory" else {"redis_url": redis_url, "l1_max_ttl_s": 0.0}
     server = await make_gateway(memory_max_bytes=BUDGET, admin_token=Secret(ADMIN), **extra)
     base = str(server.make_url(""))
-    readthrough = server.app[READTHROUGH]
+    readthrough = server.app[GATEWAY].readthrough
     spec = ACTIONS[TEMPLATE]
     targets = []
     for number in range(count):

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy.cache.tiered import TieredCache
 from proxy.secret import Secret
-from proxy.web.app import READTHROUGH
+from proxy.web.keys import GATEWAY
 from tests.integration.conftest import TEMPLATE, WABA, GatewayFactory, Sim
 from tests.integration.test_replicas import RedisServer
 from tests.support import many_templates
@@ -45,7 +45,7 @@ async def gateway_for(make_gateway: GatewayFactory, backend: str, redis_url: str
     if backend != "memory":
         extra["redis_url"] = redis_url
     server = await make_gateway(admin_token=Secret(ADMIN), callback_token=Secret(CALLBACK), **extra)
-    assert server.app[READTHROUGH].cache.name == backend
+    assert server.app[GATEWAY].readthrough.cache.name == backend
     return server
 
 
@@ -116,7 +116,7 @@ async def test_a_purge_while_redis_is_down_answers_503_and_still_drops_this_repl
     redis = RedisServer(redis_binary, tmp_path)
     try:
         server = await make_gateway(redis_url=redis.url, redis_timeout_s=1.0, admin_token=Secret(ADMIN))
-        cache = server.app[READTHROUGH].cache
+        cache = server.app[GATEWAY].readthrough.cache
         assert isinstance(cache, TieredCache)
         key = await fill(session, server, f"/v1/{TEMPLATE}?CustSpaceId={space}&Language=en_US&TemplateCode={codes[0]}")
         assert cache.l1.peek(key) is not None

@@ -24,7 +24,7 @@ from redis.exceptions import RedisClusterException
 from proxy.cache import CacheError
 from proxy.cache.redis import RedisCache
 from proxy.replica.redis_clients import RedisUnavailable, redis_call, translating
-from proxy.web.app import REPLICA_KIT
+from proxy.web.keys import GATEWAY
 from tests.conftest import start_redis_cluster
 from tests.integration.conftest import WABA, GatewayFactory, Sim
 from tests.integration.test_replicas import RedisServer
@@ -161,7 +161,7 @@ async def test_a_probe_cancelled_by_its_deadline_is_released_and_the_gateway_rej
     stopped = False
     try:
         gateway = await make_gateway(redis_url=redis.url, redis_timeout_s=1.0, deadline_s=8.0)
-        kit = gateway.app[REPLICA_KIT]
+        kit = gateway.app[GATEWAY].replicas
         assert kit is not None
         assert (await ask(session, gateway, waba(0), 10))[0] == 200
         assert kit.coordinator.mode == "shared" and kit.coordinator.stats.shared_slots == 1

@@ -13,7 +13,7 @@ from tests.integration.test_broken_upstream import get
 
 async def test_a_background_task_that_dies_turns_readyz_degraded(
         make_gateway: GatewayFactory, session: aiohttp.ClientSession) -> None:
-    from proxy.web.app import TASKS
+    from proxy.web.keys import GATEWAY
 
     gateway = await make_gateway()
     base = str(gateway.make_url("/"))
@@ -23,7 +23,7 @@ async def test_a_background_task_that_dies_turns_readyz_degraded(
     async def sampler_that_breaks() -> None:
         raise RuntimeError("the sampler broke")
 
-    gateway.app[TASKS].spawn(sampler_that_breaks(), name="metrics-test", long_running=True)
+    gateway.app[GATEWAY].tasks.spawn(sampler_that_breaks(), name="metrics-test", long_running=True)
     await asyncio.sleep(0.05)
     status, body, _ = await get(session, base, "/readyz")
     document = orjson.loads(body)

@@ -14,9 +14,11 @@ import pytest
 from proxy.actions import ACTIONS
 from proxy.admission.queue import UpstreamQueue
 from proxy.admission.spacing import deadline_floor
+from proxy.answer import CacheStatus
 from proxy.cache import Entry, MemoryCache
 from proxy.errors import DeadlineExceeded, DeadlineTooShort, Overloaded, RequestRejected, retry_after_ms
-from proxy.readthrough import CacheStatus, ReadThrough, failure_from_notice, failure_notice
+from proxy.readthrough import ReadThrough
+from proxy.replica.flight import failure_from_notice, failure_notice
 from proxy.tasks import TaskOwner
 from proxy.upstream.client import UpstreamClient, UpstreamResponse
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from proxy.admission.demand import Demand
 from proxy.admission.fair import Priority
 from proxy.errors import DeadlineExceeded, Overloaded, UpstreamFailed
-from proxy.readthrough import failure_from_notice, failure_notice
+from proxy.replica.flight import failure_from_notice, failure_notice
 
 
 def test_demand_keeps_the_longest_deadline_and_the_highest_priority() -> None:

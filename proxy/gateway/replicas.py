@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,11 +30,12 @@ from proxy.cache.base import Cache, CacheError
 from proxy.cache.memory import MemoryCache
 from proxy.cache.redis import DEFAULT_DECODED_BYTES, RedisCache
 from proxy.cache.tiered import TieredCache
+from proxy.freshness import Lifetimes
 from proxy.logs import get_logger
-from proxy.readthrough import Replicas
 from proxy.replica.breaker import CircuitBreaker
 from proxy.replica.bus import Bus
 from proxy.replica.clock import RedisClock
+from proxy.replica.flight import LeasedFlights
 from proxy.replica.heartbeat import Heartbeat, RenewalLate
 from proxy.replica.leases import Leases
 from proxy.replica.redis_clients import RedisClient, RedisUnavailable, best_effort, call_bound_s, connect
@@ -95,9 +97,10 @@ class ReplicaKit:
                    Leases(client, replica_id, lease_ttl_s, healthy=lambda: breaker.healthy), heartbeat, cache,
                    budget_client)
 
-    @property
-    def for_readthrough(self) -> Replicas:
-        return Replicas(self.leases, self.bus)
+    def flights(self, lifetimes: Lifetimes, owner: TaskOwner) -> LeasedFlights:
+        """One fill per key across replicas, over this kit's leases, bus and shared cache tier."""
+        return LeasedFlights(self.leases, self.bus, cache=self.cache, lifetimes=lifetimes, wall=time.time,
+                             owner=owner)
 
     async def start(self, owner: TaskOwner) -> None:
         """Probe the script support, then run the bus reader and the heartbeat as owned tasks."""
