@@ -1,27 +1,36 @@
 """Run every benchmark side by side in one go and write ``docs/benchmarks.md``.
 
-    make bench                           # = scripts/ensure-redis.sh, then .venv/bin/python -m bench
+    make bench                                # = scripts/ensure-redis.sh, then .venv/bin/python -m bench
     BENCH_QUICK=1 .venv/bin/python -m bench   # a short check of the harness itself (see below)
+    BENCH_SKIP_REFRESH=1 make bench           # without the refresh-ahead run (the longest part)
 
-1. signing: our V3 signer against the SDK's (pure, in this process);
-2. cache-hit path: wrk against a bare aiohttp server and four gateways answering the same cached
-   template — memory cache; tiered (Redis + in-process L1, default flags); Redis only
-   (``--l1-max-ttl-s 0``, every hit reads Redis); ``--workers 2`` with the memory cache — in
-   interleaved rounds, medians and ratios to the one bare aiohttp process measured in the same rounds;
-3. where a hit's time goes: a short wrk run against a memory-cache and a Redis-only gateway under cProfile;
-4. miss path: 100 template and 150 WABA misses at once through one gateway in front of the
-   simulator, then the same through three gateway replicas sharing one redis-server (round-robin),
-   and how close the upstream call rate runs to the caps (5/s, 10/s) without throttling; then both
-   again under a WAN profile (`bench.wan`: HTTPS upstream and Redis through network stand-ins, δ 40 ms;
-   ``BENCH_QUICK=1 .venv/bin/python -m bench.wan`` runs only those rows).
+In this order, in one process that starts every server it measures (`bench.procs.Procs`):
 
-Everything listens on 127.0.0.1 on free ports; every process started is stopped at the end, on
-errors too. Numbers are ratios measured in one run on one machine; absolute figures are for
-orientation only. The whole run takes about four minutes (the WAN miss-path rows add about one).
+1. signing: our V3 signer against the SDK's (pure, in this process; `bench.signing`);
+2. cache-hit path (`bench.hit`, its section `bench.hit_report`): wrk against one bare aiohttp process and gateways
+   answering the same cached template (memory cache, tiered, Redis only, ``--workers 2``, at the shipped defaults
+   and at warning and/or on asyncio) and two bare processes on one port, in interleaved rounds, each gateway
+   run's ratio to the bare runs just before and after it;
+3. where a hit's time goes (`bench.hit_profile`): a short wrk run against a memory-cache and a Redis-only
+   gateway under cProfile;
+4. miss path (`bench.miss_path`): 100 template and 150 WABA misses at once through one gateway, then through
+   three replicas sharing one redis-server, against the caps (5/s, 10/s), against a simulator with processing
+   jitter, and under WAN profiles (`bench.wan`); then the adaptive budget (`bench.adaptive`);
+5. the plots, fairness, coalescing, the hit path against nginx ``proxy_cache`` and refresh-ahead (`later_benchmarks`);
+6. scale (issue 16, `bench.scale`): the Redis-only hit path over 10,000 keys with a Zipf mix, RSS per cached
+   entry at 10k and 100k entries, hit throughput at 1k, 100k and 1M entries and at 1 and 1,000 tenants.
 
-``BENCH_QUICK=1`` shortens everything (3 rounds of 2 s, 1 s warm-ups, 2 s profiles, 20 + 30
-misses) to check the harness in well under two minutes (the WAN rows alone: half a minute); it writes its report to
-``$TMPDIR/cams-bench-quick.md``, never to ``docs/benchmarks.md``, and its numbers are not for reading.
+`bench.report` writes the report (machine table, reading, each part's section, commands) and the summary printed
+at the end. Everything listens on 127.0.0.1 on free ports; every process started is stopped at the end, on
+errors too. Numbers are ratios measured in one run on one machine; absolute figures are for orientation only.
+The whole run takes about half an hour on the 2-core machine it was written on: refresh-ahead alone about
+17 minutes (warm-up plus two 300 s TTLs; ``BENCH_SKIP_REFRESH=1`` leaves it out), the scale rows about five.
+
+``BENCH_QUICK=1`` shortens everything (3 rounds of 2 s, 1 s warm-ups, 2 s profiles, 20 + 30 misses, shorter
+windows and smaller sizes in the later parts and the scale rows) to check the harness in about ten minutes; it
+writes its report to ``$TMPDIR/cams-bench-quick.md`` and its plots to the run's temporary directory, never to
+``docs/``, and its numbers are not for reading. Each part also runs alone (``python -m bench.wan``,
+``python -m bench.scale``, ...).
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import adaptive, wan
+from bench import adaptive, scale, wan
 from bench.common import QUICK
 from bench.hit import LABELS, ROUND_SECONDS, ROUNDS, TARGETS, HitRun, hit_path
 from bench.hit_profile import hot_spots
@@ -60,7 +69,7 @@ def later_benchmarks(procs: Procs, workdir: Path, hit: HitRun, single: MissRun) 
     from bench import coalescing, fairness, nginx, plots, refresh
 
     lines: list[str] = ["## Plots", ""]
-    images = ROOT / "docs" / "img"
+    images = workdir if QUICK else ROOT / "docs" / "img"
     rows = [(LABELS[target], hit.median(target, "requests_per_s")) for target in TARGETS]
     plots.plot_hit_path(rows, images / "hit-path.png", targets={"target 0.9x": 0.9, "target 0.6x": 0.6},
                         ratios=[hit.ratio(target) for target in TARGETS])
@@ -118,6 +127,8 @@ def main() -> None:
             adaptive.plot(adaptive_runs[1], images / "adaptive-rate.png")
             simulator_command = simulator.command
             extra = later_benchmarks(procs, Path(tmp), hit, single)
+            print("scale (issue 16): many keys, memory per entry, 1k to 1M entries, 1,000 tenants ...", flush=True)
+            scale_run = scale.run_scale(procs, Path(tmp))
         except BaseException:
             for proc in procs.started:
                 code = proc.popen.poll()
@@ -129,14 +140,15 @@ def main() -> None:
     source_after = source_state(source_before.files)
     text = report(started, time.monotonic() - clock, (load_before, os.getloadavg()[0]), signing, hit, profiles,
                   single, replicas, wan_runs, jittery, simulator_command, (source_before, source_after), extra,
-                  adaptive_runs)
+                  adaptive_runs, scale_run)
     if source_after.digest != source_before.digest:
         print("WARNING: the code on disk changed during the run; docs say so", file=sys.stderr)
     out = Path(tempfile.gettempdir()) / "cams-bench-quick.md" if QUICK else ROOT / "docs" / "benchmarks.md"
     out.write_text(text)
     print()
-    print(summary(hit, single, replicas, wan_runs, jittery, signing))
+    print(summary(hit, single, replicas, wan_runs, jittery, signing, scale_run))
     print(adaptive.summary(*adaptive_runs))
+    print(scale.summary(scale_run))
     print(f"\nwrote {out}")
 
 

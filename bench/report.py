@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from bench import adaptive, wan
+from bench import adaptive, scale, wan
 from bench.common import QUICK
 from bench.hit import LABELS, TARGET_RATIOS, TARGETS, WORKERS, HitRun
 from bench.hit_profile import Profiled, hotspot_section
@@ -165,7 +165,8 @@ def commands_section(hit: HitRun, profiles: dict[str, Profiled], single: MissRun
 def report(started: datetime, elapsed: float, load: tuple[float, float], signing: SigningResult, hit: HitRun,
            profiles: dict[str, Profiled], single: MissRun, replicas: MissRun, wan_runs: Sequence[MissRun],
            jittery: MissRun, simulator: str, source: tuple[Source, Source], extra: Sequence[str] = (),
-           adaptive_runs: tuple[adaptive.JitterRun, adaptive.SecondClient] | None = None) -> str:
+           adaptive_runs: tuple[adaptive.JitterRun, adaptive.SecondClient] | None = None,
+           scale_run: scale.ScaleRun | None = None) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -183,6 +184,7 @@ def report(started: datetime, elapsed: float, load: tuple[float, float], signing
         *miss_section(single, replicas, wan_runs, [jittery, *([adaptive_runs[0].run] if adaptive_runs else [])]),
         *(adaptive.section(*adaptive_runs, "img/adaptive-rate.png") if adaptive_runs else []),
         *extra,
+        *(scale.section(scale_run) if scale_run else []),
         *hotspot_section(profiles["memory"], profiles["redis-only"]),
         *signing_section(signing),
         *commands_section(hit, profiles, single, replicas, wan_runs, jittery, simulator),
@@ -196,13 +198,16 @@ def report(started: datetime, elapsed: float, load: tuple[float, float], signing
         warnings.append("**Warning: the code on disk changed during this run (see `source`).**")
     if not hit.clean:
         warnings.append("**Warning: some wrk rounds saw non-2xx answers or socket errors (see the rounds).**")
+    if scale_run and not scale_run.clean:
+        warnings.append("**Warning: some wrk runs of the scale rows saw non-2xx answers or socket errors (see "
+                        "\"Scale\").**")
     for warning in reversed(warnings):
         lines.insert(4, warning + "\n")
     return "\n".join(lines)
 
 
 def summary(hit: HitRun, single: MissRun, replicas: MissRun, wan_runs: Sequence[MissRun], jittery: MissRun,
-            signing: SigningResult) -> str:
+            signing: SigningResult, scale_run: scale.ScaleRun | None = None) -> str:
     rows = [f"{'target':<38}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}  target"]
     for target in TARGETS:
         wanted = TARGET_RATIOS.get(target)
@@ -212,5 +217,7 @@ def summary(hit: HitRun, single: MissRun, replicas: MissRun, wan_runs: Sequence[
                     f"{hit.ratio(target):>7.3f}x{verdict}")
     rows += ["", wan.summary([single, replicas, jittery, *wan_runs])]
     rows.append(f"signing: ours {signing.ours_per_s:,.0f}/s, SDK {signing.sdk_per_s:,.0f}/s ({signing.ratio:.2f}x)")
+    if scale_run:
+        rows.append(scale.summary_line(scale_run))
     return "\n".join(rows)
 
