@@ -160,13 +160,15 @@ def test_there_is_no_import_circle() -> None:
 
 
 def test_the_checks_see_a_planted_upward_arrow_and_a_planted_circle() -> None:
-    planted = {module: set(targets) for module, targets in GRAPH.items()}
-    planted["proxy.fill"].add("proxy.web.app")
-    planted["proxy.keys"].add("proxy.validation")
-    planted["proxy.validation"].add("proxy.keys")
-    assert upward_arrows(planted) == ["proxy.fill (flow) -> proxy.web.app (web)"]
-    assert import_circles(planted) in (["proxy.keys -> proxy.validation -> proxy.keys"],
-                                       ["proxy.validation -> proxy.keys -> proxy.validation"])
+    upward = {module: set(targets) for module, targets in GRAPH.items()}
+    upward["proxy.fill"].add("proxy.web.app")
+    assert upward_arrows(upward) == ["proxy.fill (flow) -> proxy.web.app (web)"]
+    circular = {module: set(targets) for module, targets in GRAPH.items()}
+    circular["proxy.keys"].add("proxy.validation")
+    circular["proxy.validation"].add("proxy.keys")
+    assert upward_arrows(circular) == []
+    assert import_circles(circular) in (["proxy.keys -> proxy.validation -> proxy.keys"],
+                                        ["proxy.validation -> proxy.keys -> proxy.validation"])
 
 
 @pytest.mark.parametrize("module", sorted(PURE_CORE))
