@@ -203,7 +203,7 @@ def budget_flags(entries: int, body_bytes: int, *, redis: bool, tags: bool = Tru
     tag_need = 0 if redis or not tags else entries * (2 * PAIR_BYTES + SET_BYTES + len("tag:template:") + 32) + 4096
 
     def fits(max_bytes: int) -> bool:
-        shares = memory_shares(max_bytes, redis=redis)
+        shares = memory_shares(max_bytes, redis=redis, max_entries=max(entries, DEFAULT_MAX_ENTRIES))
         return shares.cache >= cache_need * 1.01 and shares.tag_index >= tag_need * 1.01
 
     if entries <= DEFAULT_MAX_ENTRIES and fits(DEFAULT_MAX_BYTES):

@@ -125,7 +125,7 @@ def run_redis_zipf(procs: Procs, simulator: Proc, redis: Proc, template: Templat
     checks.append(f"after the rounds: 0 upstream calls at the simulator (every request of every round was a hit), "
                   f"the same paths still `X-Cache: HIT`; the gateway counted {counters['hits']:,} hits and "
                   f"{counters['misses']} misses, {counters['cache_errors']} cache errors")
-    shares = memory_shares(settings.memory_max_bytes, redis=True)
+    shares = memory_shares(settings.memory_max_bytes, redis=True, max_entries=settings.memory_max_entries)
     call_bytes, value_bytes = memo_call_bytes(settings), decoded_value_bytes(settings, template)
     memo = replay(measurer, {"redis-only"}, shares.call_memo, call_bytes)
     decoded = replay(measurer, {"redis-only"}, shares.decoded, value_bytes)

@@ -183,7 +183,7 @@ def run_throughput(procs: Procs, simulator: Proc, template: Template, per_entry:
     capacity: dict[str, int] = {}
     for name, scaled in servers.items():
         settings = gateway_settings_of(scaled.proc)
-        shares = memory_shares(settings.memory_max_bytes, redis=False)
+        shares = memory_shares(settings.memory_max_bytes, redis=False, max_entries=settings.memory_max_entries)
         call_bytes = memo_call_bytes(settings)
         capacity[name] = min(shares.call_memo // call_bytes, 1 << 20)
         memo.update(replay(measurer, {c.label for c in cases if c.server == name}, shares.call_memo, call_bytes))

@@ -2,9 +2,10 @@
 
 Besides the answer cache (`proxy.cache.memory.MemoryCache`, the L1 with Redis) a process keeps four side caches,
 each there to make the hit path or a purge cheap: the rendered headers of fresh hits (`proxy.web.headers`), the
-validated calls of request targets seen before (the call memo in `proxy.web.app`), the unpacked entries of the
+validated calls of request targets seen before (the call memo in `proxy.web.handler`), the unpacked entries of the
 last Redis reads (`proxy.cache.redis`) and, without Redis, the purge-tag index (`proxy.cache.tagindex`). Each
-gets a fixed share of the one budget (`memory_shares`) and is a `BoundedMap` (or counts its bytes the same way),
+gets its share of the one budget (`memory_shares`: fixed fractions; the call memo, one call for each entry the
+answer cache may hold) and is a `BoundedMap` (or counts its bytes the same way),
 so the sum of what the caches account for never exceeds ``--memory-max-bytes``.
 
 Guarantee: after every `BoundedMap.put`, ``bytes_used <= max_bytes`` and ``len <= max_entries``; the oldest
@@ -100,23 +101,31 @@ class MemoryShares:
         return self.cache + self.hit_headers + self.call_memo + self.decoded + self.tag_index
 
 
-#: Fractions of the budget (denominators) of the side caches. At the default 64 MiB: 4 MiB of hit headers
-#: (~3,800 entries' headers), 4 MiB of calls (~3,800 request targets), with Redis 4 MiB of unpacked entries (and
-#: 52 MiB of L1), without it 8 MiB of purge tags (~14,000 entries with a template code of their own each) and
-#: 48 MiB of answers.
+#: Fractions of the budget (denominators) of the side caches. At the default 64 MiB and 10,000 entries: 4 MiB of
+#: hit headers (~3,800 entries' headers), 11.4 MiB of calls (one for each of the 10,000 entries the cache may
+#: hold), with Redis 4 MiB of unpacked entries (and 44.6 MiB of L1), without it 8 MiB of purge tags (~14,000
+#: entries with a template code of their own each) and 40.6 MiB of answers (~23,000 template answers: the
+#: 10,000-entry bound binds first).
 HIT_HEADERS_SHARE: Final = 16
-CALL_MEMO_SHARE: Final = 16
 DECODED_SHARE: Final = 16
 TAG_INDEX_SHARE: Final = 8
+#: The call memo is sized to the answer cache's entry bound: `CALL_MEMO_BYTES_PER_ENTRY` for each entry the
+#: cache may hold (a typical template call is counted as ~1,100 bytes, `proxy.web.handler.MemoCall.size`), at
+#: most 1/`CALL_MEMO_MAX_SHARE` of the budget. A memo smaller than the cache makes a hit of a call it has
+#: forgotten parse, validate and hash the call again (about three times the work of a remembered hit, measured
+#: in `bench.scale`), so a full cache would answer most of its hits the slow way.
+CALL_MEMO_BYTES_PER_ENTRY: Final = 1_200
+CALL_MEMO_MAX_SHARE: Final = 4
 
 
-def memory_shares(max_bytes: int, *, redis: bool) -> MemoryShares:
+def memory_shares(max_bytes: int, *, redis: bool, max_entries: int = 10_000) -> MemoryShares:
     """Split ``max_bytes`` between the answer cache and the side caches of a process with or without Redis
-    (with it the tag index is in Redis and the decoded-entry cache exists; without it, the reverse)."""
-    if max_bytes < 0:
-        raise ValueError(f"max_bytes must not be negative, got {max_bytes}")
+    (with it the tag index is in Redis and the decoded-entry cache exists; without it, the reverse), for an
+    answer cache of at most ``max_entries`` entries (``--memory-max-entries``: the call memo follows it)."""
+    if max_bytes < 0 or max_entries < 0:
+        raise ValueError(f"max_bytes and max_entries must not be negative, got {max_bytes}, {max_entries}")
     hit_headers = max_bytes // HIT_HEADERS_SHARE
-    call_memo = max_bytes // CALL_MEMO_SHARE
+    call_memo = min(max_bytes // CALL_MEMO_MAX_SHARE, max_entries * CALL_MEMO_BYTES_PER_ENTRY)
     decoded = max_bytes // DECODED_SHARE if redis else 0
     tag_index = 0 if redis else max_bytes // TAG_INDEX_SHARE
     cache = max_bytes - hit_headers - call_memo - decoded - tag_index

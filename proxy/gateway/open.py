@@ -77,7 +77,8 @@ async def open_gateway(settings: GatewaySettings, directory: TenantDirectory | N
         # that it runs first (TaskOwner.close is idempotent).
         stack.push_async_callback(owner.close)
         owner.spawn(source.run(), name="credentials", long_running=not isinstance(source, StaticSource))
-        shares = memory_shares(settings.memory_max_bytes, redis=bool(settings.redis_url))
+        shares = memory_shares(settings.memory_max_bytes, redis=bool(settings.redis_url),
+                               max_entries=settings.memory_max_entries)
         margin_s = settings.spacing_margin_ms / 1000.0
         # δ(t): one per process, measured on the upstream path, floor --spacing-margin-ms, the ceiling until measured
         adaptive = AdaptiveMargin(margin_s, learning=True)
