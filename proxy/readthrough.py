@@ -96,6 +96,10 @@ class ReadThrough:
         return cache_key(endpoint=self._endpoint, access_key_id=self._access_key_id(),
                          action=spec.name, version=spec.version, params=params)
 
+    def in_flight(self, key: str) -> bool:
+        """Whether a fill of ``key`` is under way in this process (a request joining now is coalesced onto it)."""
+        return self._local.has(key)
+
     def freshness(self, entry: Entry) -> Freshness:
         return self.lifetimes.freshness(entry.fresh_until, entry.stale_until, self._wall())
 
