@@ -11,7 +11,16 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.access_log import AccessLog, LineSink, chunks, render_console, render_json
+from proxy import access_log
+from proxy.access_log import (
+    AccessLog,
+    LineSink,
+    chunks,
+    render_console,
+    render_console_slowly,
+    render_json,
+    render_json_slowly,
+)
 from proxy.metrics import Metrics
 
 AT = 1_764_950_400.25  # 2025-12-05T16:00:00.25Z
@@ -38,6 +47,28 @@ def test_lines_have_structlogs_fields_and_redact_credential_names() -> None:
     line = render_console(record)
     assert line.startswith("2025-12-05T16:00:00.250000Z [info     ] request ")
     assert "cache=HIT" in line and "status=200" in line and "tenant=checkout" in line and "token_hint=***" in line
+
+
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)  # what orjson writes
+RECORDS = st.tuples(
+    st.floats(min_value=0, max_value=4e9), st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True),
+    st.sampled_from(["GET", "POST", "PUT"]), st.text(max_size=40), st.integers(min_value=100, max_value=599),
+    st.floats(min_value=0, max_value=1e7).map(lambda ms: round(ms, 2)),
+    st.dictionaries(st.text(max_size=12), st.one_of(st.text(max_size=20), INT64, st.none()), max_size=5))
+
+
+@given(st.lists(RECORDS, min_size=1, max_size=4))
+def test_lines_from_a_kept_shape_are_the_lines_rendered_from_scratch(records: list[access_log.Record]) -> None:
+    for record in records + records:  # the second time from the kept shapes
+        assert render_json(record) == render_json_slowly(record)
+        assert render_console(record) == render_console_slowly(record)
+        assert orjson.loads(render_json(record))["request_id"] == record[1]
+
+
+def test_the_kept_shapes_are_bounded() -> None:
+    for i in range(access_log.MAX_SHAPES + 10):
+        render_json((AT, "r", "GET", f"/path-{i}", 404, 0.1, {"code": "InvalidAction.NotFound"}))
+    assert 0 < len(access_log._JSON_SHAPES) <= access_log.MAX_SHAPES
 
 
 async def test_every_recorded_line_is_written_once_in_order() -> None:
