@@ -250,7 +250,9 @@ _CONSOLE_SHAPES: dict[ShapeKey, Shape | None] = {}
 
 def render_json(record: Record) -> str:
     """`render_json_slowly`'s line, from the record's shape rendered once (method, path, status and fields) and
-    its request id, duration and timestamp put in."""
+    its request id, duration and timestamp put in. The request id is written as it is: it must be one the gateway
+    gives or accepts (``proxy.web.rendering.REQUEST_ID``: letters, digits, ``.``, ``_``, ``-``), as the handler's
+    always is. Outside `--memory-max-bytes`: the kept shapes are bounded on their own (`MAX_SHAPES`)."""
     shape = _shape(_JSON_SHAPES, _json_shape, record)
     if shape is None or not -1e15 < record[5] < 1e15:  # repr and orjson write other floats differently
         return render_json_slowly(record)
