@@ -219,10 +219,13 @@ def _split(text: str, *marks: str) -> Shape | None:
     return (*parts, text)
 
 
+#: The stand-ins as they appear in a JSON shape (JSON strings: the duration's quotes go, the others' stay).
+_JSON_MARKS: Final = (orjson.dumps(_REQUEST_ID).decode()[1:-1], orjson.dumps(_DURATION).decode(),
+                      orjson.dumps(_TIME).decode()[1:-1])
+
+
 def _json_shape(method: str, path: str, status: int, fields: Mapping[str, Any]) -> Shape | None:
-    text = _json_text(_REQUEST_ID, method, path, status, _DURATION, fields, _TIME)
-    quoted = orjson.dumps  # the stand-ins are JSON strings: the duration's quotes go, the others' stay
-    return _split(text, quoted(_REQUEST_ID).decode()[1:-1], quoted(_DURATION).decode(), quoted(_TIME).decode()[1:-1])
+    return _split(_json_text(_REQUEST_ID, method, path, status, _DURATION, fields, _TIME), *_JSON_MARKS)
 
 
 def _console_shape(method: str, path: str, status: int, fields: Mapping[str, Any]) -> Shape | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import threading
+from pathlib import Path
 
 import orjson
 from hypothesis import given
@@ -69,6 +71,22 @@ def test_the_kept_shapes_are_bounded() -> None:
     for i in range(access_log.MAX_SHAPES + 10):
         render_json((AT, "r", "GET", f"/path-{i}", 404, 0.1, {"code": "InvalidAction.NotFound"}))
     assert 0 < len(access_log._JSON_SHAPES) <= access_log.MAX_SHAPES
+
+
+def test_a_batch_written_by_descriptor_reaches_a_file_and_a_pipe_whole_and_in_order(tmp_path: Path) -> None:
+    text = "".join(f"line {i} {'x' * (i % 97)}\n" for i in range(400))  # about 25 KB, many PIPE_BUFs
+    with (tmp_path / "log").open("w") as stream:
+        LineSink(stream).write(text)
+    assert (tmp_path / "log").read_text() == text
+    read_end, write_end = os.pipe()
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.extend(iter(lambda: os.read(read_end, 65536), b"")))
+    reader.start()
+    with os.fdopen(write_end, "w") as stream:
+        LineSink(stream).write(text)
+    reader.join(10)
+    os.close(read_end)
+    assert b"".join(received).decode() == text
 
 
 async def test_every_recorded_line_is_written_once_in_order() -> None:
