@@ -2,8 +2,8 @@
 half of the template cap.
 
 * **Jitter row.** One fresh memory-cache gateway at the shipped defaults (no ``--spacing-margin-ms``: the margin's
-  floor is 20 ms and δ adapts) behind an upstream stand-in with TLS, a 60 ms handshake and 40 ± 25 ms one way
-  (a spread of 50 ms, which the 20 ms floor alone cannot cover). A first, learning backlog (30 + 40 misses on keys
+  floor is 10 ms and δ adapts) behind an upstream stand-in with TLS, a 60 ms handshake and 40 ± 25 ms one way
+  (a spread of 50 ms, which the 10 ms floor alone cannot cover). A first, learning backlog (30 + 40 misses on keys
   of their own) lets δ adapt; its throttled calls are reported apart. Then the measured backlog of `bench.miss`
   (the simulator reset in between), every call stamped where it reaches the simulator (`bench.tap`). Target:
   utilisation from arrivals ≥ `JITTER_TARGET`, 0 throttled, ``max_in_any_1s`` ≤ cap.
@@ -33,7 +33,7 @@ import aiohttp
 import orjson
 
 from bench.common import QUICK, TEMPLATE, WABA
-from bench.miss import MISS_GATEWAY_FLAGS, MissRun, run_misses
+from bench.miss import LEARN_TEMPLATES, LEARN_WABAS, MISS_GATEWAY_FLAGS, MissRun, learn, run_misses
 from bench.procs import Proc, Procs
 from bench.wan import TEMPLATE_MISSES, WABA_MISSES, NetPath, _spacing, _traffic, _upstream, fixed_simulator, margin_ms
 from proxy.secret import Secret
@@ -44,11 +44,9 @@ from proxy.upstream.client import UpstreamClient
 JITTER_PATH: Final = NetPath(tls=True, handshake_ms=60, latency_ms=40, jitter_ms=25, idle_close_s=30)
 JITTER_TARGET: Final = 0.93
 SEED: Final = 2000
-LEARN_TEMPLATES: Final = 10 if QUICK else 30
-LEARN_WABAS: Final = 15 if QUICK else 40
 LABEL: Final = (f"WAN jitter (TLS {JITTER_PATH.handshake_ms:g} ms handshake, {JITTER_PATH.latency_ms:g}"
                 f"±{JITTER_PATH.jitter_ms:g} ms; simulator a fixed 80 ms), 1 gateway, shipped defaults (δ adaptive, "
-                "floor 20 ms)")
+                "floor 10 ms)")
 BACKLOG: Final = 12
 OTHER_RATE: Final = 2.5
 OTHER_FROM_S: Final = 10.0 if QUICK else 15.0
@@ -56,26 +54,6 @@ OTHER_UNTIL_S: Final = 30.0 if QUICK else 60.0
 RUN_S: Final = 50.0 if QUICK else 110.0
 SAMPLE_S: Final = 0.5
 SECOND_CLIENT_FLAGS: Final = ("--deadline-s", "20", "--queue-bound", f"{TEMPLATE}=200")
-
-
-async def _learn(gateway: str, simulator: str, templates: int, wabas: int) -> dict[str, int]:
-    """A first backlog on keys of its own (so the measured run still misses); the simulator's throttled counts."""
-    timeout = aiohttp.ClientTimeout(total=180)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
-        async with session.post(f"{simulator}/__sim/reset") as response:
-            response.raise_for_status()
-
-        async def one(action: str, query: dict[str, str]) -> None:
-            async with session.get(f"{gateway}/v1/{action}", params=query) as response:
-                await response.read()
-
-        await asyncio.gather(
-            *(one(TEMPLATE, {"CustSpaceId": "28251486512358", "Language": "en_US", "TemplateName": f"learn_{i:05d}"})
-              for i in range(templates)),
-            *(one(WABA, {"CustSpaceId": f"97{i:012d}"}) for i in range(wabas)))
-        async with session.get(f"{simulator}/__sim/stats") as response:
-            stats = orjson.loads(await response.read())
-    return {action: int(stats["actions"][action]["throttled"]) for action in (TEMPLATE, WABA)}
 
 
 @dataclass
@@ -92,9 +70,8 @@ def jitter_row(procs: Procs, simulator: Proc) -> JitterRun:
     with _upstream(procs, simulator, f"netem-upstream-jitter-{simulator.name}", SEED, JITTER_PATH) as up:
         gateway = procs.gateway(f"gateway-miss-jitter-{simulator.name}", up.url,
                                 extra=(*MISS_GATEWAY_FLAGS, *up.ca_flags))
-        before = margin_ms(gateway.url)
-        learning = asyncio.run(_learn(gateway.url, simulator.url, LEARN_TEMPLATES, LEARN_WABAS))
-        learned = margin_ms(gateway.url)
+        cold = learn(gateway.url, simulator.url, margin_ms)
+        learning, before, learned = cold.throttled, cold.margin_before_ms[0], cold.margin_after_ms[0]
         results = run_misses(gateway.url, simulator.url, templates=TEMPLATE_MISSES, wabas=WABA_MISSES,
                              arrivals=up.tap.arrivals)
         after = margin_ms(gateway.url)

@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from bench.common import QUICK
 from proxy.actions import ACTIONS
 from proxy.simulator.fixtures import load_document
 
@@ -39,6 +40,9 @@ MISS_GATEWAY_FLAGS: tuple[str, ...] = ("--deadline-s", "60", "--upstream-timeout
 TARGET_UTILISATION: float = 0.95
 #: The least share on loopback against a simulator with a fixed answer time (issue 13).
 LOOPBACK_TARGET: float = 0.98
+#: The learning backlog every miss-path row sends first (keys of its own), so the measured one runs at the adapted δ.
+LEARN_TEMPLATES: int = 10 if QUICK else 30
+LEARN_WABAS: int = 15 if QUICK else 40
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,69 @@ def summarise(action: str, samples: list[Sample], stats: dict[str, Any], began: 
         per_gateway=[sum(1 for s in mine if s.gateway == number) for number in range(gateways)],
         call_times=answered,
     )
+
+
+@dataclass(frozen=True)
+class ColdStart:
+    """The learning backlog a row sends before the measured one, on keys of its own, to fresh gateways: what a
+    cold start costs (each new process spaces at δ's ceiling until it has timed a few answers)."""
+
+    templates: int
+    wabas: int
+    #: Each gateway's δ before and after it, ms.
+    margin_before_ms: list[float]
+    margin_after_ms: list[float]
+    #: Per action: the simulator's throttled count, and the utilisation from the answers' span.
+    throttled: dict[str, int]
+    utilisation: dict[str, float]
+
+    def note(self) -> str:
+        def ms(values: list[float]) -> str:
+            return " / ".join(f"{v:.1f}" for v in values)
+
+        return (f"cold start (a learning backlog of {self.templates} + {self.wabas} misses on keys of their own, "
+                f"before the measured one): δ {ms(self.margin_before_ms)} → {ms(self.margin_after_ms)} ms, "
+                f"utilisation from answers {self.utilisation[TEMPLATE]:.3f} (template) and "
+                f"{self.utilisation[WABA]:.3f} (WABA), throttled {self.throttled[TEMPLATE]} and "
+                f"{self.throttled[WABA]}")
+
+
+async def _learn(gateways: Sequence[str], simulator: str, templates: int,
+                 wabas: int) -> tuple[dict[str, int], dict[str, float]]:
+    timeout = aiohttp.ClientTimeout(total=180)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
+        async with session.post(f"{simulator}/__sim/reset") as response:
+            response.raise_for_status()
+        answered: dict[str, list[float]] = {TEMPLATE: [], WABA: []}
+
+        async def one(index: int, action: str, query: dict[str, str]) -> None:
+            async with session.get(f"{gateways[index % len(gateways)]}/v1/{action}", params=query) as response:
+                await response.read()
+                answered[action].append(time.monotonic())
+
+        home = load_document(None)["spaces"][0]["CustSpaceId"]
+        await asyncio.gather(
+            *(one(i, TEMPLATE, {"CustSpaceId": home, "Language": "en_US", "TemplateName": f"learn_{i:05d}"})
+              for i in range(templates)),
+            *(one(i, WABA, {"CustSpaceId": f"97{i:012d}"}) for i in range(wabas)))
+        async with session.get(f"{simulator}/__sim/stats") as response:
+            stats = orjson.loads(await response.read())
+    throttled = {action: int(stats["actions"][action]["throttled"]) for action in (TEMPLATE, WABA)}
+    shares = {}
+    for action, times in answered.items():
+        span = max(times) - min(times) if len(times) > 1 else 0.0
+        shares[action] = (len(times) - 1) / span / ACTIONS[action].cap_per_second if span > 0 else 0.0
+    return throttled, shares
+
+
+def learn(gateways: str | Sequence[str], simulator: str, margin_ms: Callable[[str], float], *,
+          templates: int = LEARN_TEMPLATES, wabas: int = LEARN_WABAS) -> ColdStart:
+    """Send the learning backlog (spread round-robin like the measured one, so every replica learns its path),
+    the simulator reset first; ``margin_ms`` reads a gateway's δ."""
+    urls = [gateways] if isinstance(gateways, str) else list(gateways)
+    before = [margin_ms(url) for url in urls]
+    throttled, shares = asyncio.run(_learn(urls, simulator, templates, wabas))
+    return ColdStart(templates, wabas, before, [margin_ms(url) for url in urls], throttled, shares)
 
 
 def run_misses(gateways: str | Sequence[str], simulator: str, *, templates: int = 100, wabas: int = 150,

@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 import requests
 
 from bench.common import QUICK, TEMPLATE
-from bench.miss import MISS_GATEWAY_FLAGS, ActionResult, MissRun, run_misses
+from bench.miss import MISS_GATEWAY_FLAGS, ActionResult, MissRun, learn, run_misses
 from bench.procs import Netem, Proc, Procs
 from bench.tap import ArrivalTap
 from proxy.netem.settings import split_host_port
@@ -141,17 +141,34 @@ def margin_ms(url: str) -> float:
     return float(requests.get(f"{url}/readyz", timeout=5).json()["queues"][TEMPLATE]["margin_ms"])
 
 
-def _margins(urls: Sequence[str]) -> tuple[str, list[float]]:
-    """δ of each gateway after a run, as a note, and the values."""
+def clock_allowance_ms(url: str) -> float:
+    """What a replica adds to the shared spacing for the replicas' estimates of Redis's clock, ms (``/readyz``:
+    twice the error bound of its estimate, the fastest recent round trip to Redis; 0 without Redis)."""
+    redis = requests.get(f"{url}/readyz", timeout=5).json().get("redis") or {}
+    allowance = (redis.get("redis_clock") or {}).get("allowance_ms")
+    return float(allowance) if allowance is not None else 0.0
+
+
+def margins_note(urls: Sequence[str]) -> tuple[str, list[float]]:
+    """δ of each gateway after a run, and the ceiling by design, as a note; and the δ values. With replicas the
+    shared slots are spaced ``(1 + δ)(1 + a)`` apart over the cap (``a``: the widest clock allowance), so the
+    ceiling is ``1 / ((1 + δ)(1 + a))``."""
     values = [margin_ms(url) for url in urls]
     widest = max(values)
-    return (f"δ after the run {' / '.join(f'{v:.1f}' for v in values)} ms (ceiling by design 1 / (1 + δ) = "
-            f"{1 / (1 + widest / 1000):.3f})", values)
+    if len(urls) == 1:
+        return (f"δ after the run {values[0]:.1f} ms (ceiling by design 1 / (1 + δ) = "
+                f"{1 / (1 + widest / 1000):.3f})", values)
+    allowances = [clock_allowance_ms(url) for url in urls]
+    allowance = max(allowances)
+    return (f"δ after the run {' / '.join(f'{v:.1f}' for v in values)} ms, clock allowance a "
+            f"{' / '.join(f'{v:.1f}' for v in allowances)} ms (ceiling by design 1 / ((1 + δ)(1 + a)) = "
+            f"{1 / ((1 + widest / 1000) * (1 + allowance / 1000)):.3f})", values)
 
 
-def _spacing(r: ActionResult, margin_ms: float) -> str:
-    """How the arrivals were spaced against the design interval T = (1 s + δ) / cap, and slots left unused."""
-    interval = (1 + margin_ms / 1000) / r.cap
+def _spacing(r: ActionResult, margin_ms: float, allowance_ms: float = 0.0) -> str:
+    """How the arrivals were spaced against the design interval T = (1 s + δ)(1 + a) / cap (``a``: the replicas'
+    clock allowance), and slots left unused."""
+    interval = (1 + margin_ms / 1000) * (1 + allowance_ms / 1000) / r.cap
     gaps = [later - earlier for earlier, later in zip(r.arrivals, r.arrivals[1:], strict=False)]
     if not gaps:
         return f"`{r.action}`: fewer than 2 arrivals stamped"
@@ -180,9 +197,11 @@ def wan_single(procs: Procs, simulator: Proc, *, templates: int = TEMPLATE_MISSE
     """One fresh memory-cache gateway behind the upstream stand-in."""
     with _upstream(procs, simulator, "netem-upstream-wan", SEED) as up:
         gateway = procs.gateway("gateway-miss-wan", up.url, extra=(*WAN_FLAGS, *up.ca_flags))
+        cold = learn(gateway.url, simulator.url, margin_ms)
         results = run_misses(gateway.url, simulator.url, templates=templates, wabas=wabas, arrivals=up.tap.arrivals)
-        margin_note, (margin,) = _margins([gateway.url])
-        notes = (margin_note, *(_spacing(r, margin) for r in results), _traffic("upstream stand-in", up.netem))
+        margin_note, (margin,) = margins_note([gateway.url])
+        notes = (margin_note, cold.note(), *(_spacing(r, margin) for r in results),
+                 _traffic("upstream stand-in", up.netem))
         procs.stop(gateway)
         procs.stop(up.netem.proc)
     return MissRun(1, results, [up.netem.command, gateway.command], LABEL_SINGLE, notes)
@@ -199,10 +218,13 @@ def wan_replicas(procs: Procs, simulator: Proc, *, replicas: int = REPLICAS, tem
         gateways = [procs.gateway(f"gateway-miss-wan-replica-{n}", up.url, redis_url=f"redis://{path.listen}/0",
                                   extra=(*WAN_FLAGS, *up.ca_flags, "--redis-timeout-s", str(REDIS_TIMEOUT_S)))
                     for n, path in enumerate(paths, 1)]
+        cold = learn([g.url for g in gateways], simulator.url, margin_ms)
         results = run_misses([g.url for g in gateways], simulator.url, templates=templates, wabas=wabas,
                              arrivals=up.tap.arrivals)
-        margin_note, margins = _margins([g.url for g in gateways])
-        notes = (margin_note, *(_spacing(r, max(margins)) for r in results), _traffic("upstream stand-in", up.netem),
+        margin_note, margins = margins_note([g.url for g in gateways])
+        allowance = max(clock_allowance_ms(g.url) for g in gateways)
+        notes = (margin_note, cold.note(), *(_spacing(r, max(margins), allowance) for r in results),
+                 _traffic("upstream stand-in", up.netem),
                  *(_traffic(f"Redis stand-in {n}", path) for n, path in enumerate(paths, 1)),
                  *(_budget(f"replica {n}", gateway.url) for n, gateway in enumerate(gateways, 1)))
         for proc in (*reversed(gateways), *(p.proc for p in reversed(paths)), redis, up.netem.proc):
@@ -261,7 +283,9 @@ def profile_text(replicas: int = REPLICAS) -> str:
         f"`--redis-timeout-s {REDIS_TIMEOUT_S}`. Every row runs at the shipped defaults: δ adapts to the measured "
         "spread of answer times (on the WAN rows, the upstream path's jitter plus the send guard; the simulator of "
         "these rows answers in a fixed 80 ms, so the spread is the path's), and each row's notes give δ after the "
-        "run and the ceiling by design 1 / (1 + δ). The Redis path's jitter does not enter δ: a shared slot is a "
+        "run and the ceiling by design, 1 / (1 + δ), and for replicas 1 / ((1 + δ)(1 + a)) with the clock allowance "
+        "a (about the fastest round trip to Redis: some 65 ms on this Redis path, docs/architecture.md). The Redis "
+        "path's jitter does not enter δ: a shared slot is a "
         "moment on Redis's clock, turned into a local moment with the replica's estimate of that clock, not the "
         "moment its reply arrived. "
         "*Utilisation* is computed as for the loopback rows, from the client's answers; behind a WAN an answer "
