@@ -39,7 +39,7 @@ from proxy.replica.flight import LeasedFlights
 from proxy.replica.heartbeat import Heartbeat, RenewalLate
 from proxy.replica.leases import Leases
 from proxy.replica.redis_clients import RedisClient, RedisUnavailable, best_effort, call_bound_s, connect
-from proxy.tasks import TaskOwner
+from proxy.tasks import TaskOwner, raise_if_cancelled
 
 log = get_logger("proxy.replicas")
 HEARTBEAT_INTERVAL_S = 1.0
@@ -128,6 +128,7 @@ class ReplicaKit:
         not Redis's (a bug) is logged and the loop goes on: recovery from an outage depends on it."""
         while True:
             await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+            raise_if_cancelled()
             try:
                 if self.breaker.healthy:
                     try:
@@ -142,6 +143,7 @@ class ReplicaKit:
                     await self.coordinator.probe_if_due()
             except Exception:
                 log.exception("heartbeat round failed; trying again next round")
+            raise_if_cancelled()  # redis-py may have swallowed a cancellation that reached a call above
 
     async def close(self) -> None:
         """Leave the heartbeat set and close the cache and both clients; Redis failures are ignored."""

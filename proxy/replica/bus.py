@@ -35,6 +35,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from proxy.logs import get_logger
 from proxy.replica.redis_clients import RedisClient, RedisUnavailable, redis_call, translating
+from proxy.tasks import raise_if_cancelled
 
 CHANNEL: Final = "cams:events"
 log = get_logger("proxy.replica.bus")
@@ -122,6 +123,7 @@ class Bus:
         delay = 0.1
         first = True
         while True:
+            raise_if_cancelled()  # redis-py may swallow a cancellation that reaches a call in flight
             pubsub: Any = None
             try:
                 with translating("pub/sub"):
@@ -131,6 +133,7 @@ class Bus:
                     await pubsub.subscribe(CHANNEL)  # sent; subscribed only once Redis confirms it (below)
                     while True:
                         message = await pubsub.get_message(timeout=1.0)
+                        raise_if_cancelled()
                         kind = message.get("type") if message else None
                         if kind == "subscribe":  # the first confirmation, or a resubscription by redis-py
                             if not first:

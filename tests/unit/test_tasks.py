@@ -6,7 +6,7 @@ import asyncio
 
 from structlog.testing import capture_logs
 
-from proxy.tasks import TaskOwner
+from proxy.tasks import TaskOwner, raise_if_cancelled
 
 
 async def test_a_long_running_task_that_dies_is_kept_and_logged_at_error_level() -> None:
@@ -36,3 +36,79 @@ async def test_tasks_cancelled_at_shutdown_are_not_deaths() -> None:
     await asyncio.sleep(0)
     await owner.close()
     assert owner.died == {}
+
+
+async def test_close_cancels_again_a_task_that_swallowed_the_first_cancellation() -> None:
+    """redis-py's asyncio client swallows most cancellations that reach a command in flight: a loop around it
+    then goes back to sleep as if nothing happened. `close` cancels again, so the task still ends."""
+    owner = TaskOwner("test")
+    swallowed = 0
+
+    async def heartbeat_like() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)  # stands in for a Redis call that swallows the cancellation
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed += 1  # the first one is lost, as redis-py loses it
+            await asyncio.sleep(3600)  # back to the loop's sleep; only a second cancellation ends it
+
+    task = owner.spawn(heartbeat_like(), name="heartbeat", long_running=True)
+    await asyncio.sleep(0)
+    await owner.close(patience_s=30)
+    assert swallowed == 1
+    assert task.cancelled()
+    assert owner.died == {}
+
+
+async def test_close_gives_up_on_a_task_that_ignores_every_cancellation_and_says_which() -> None:
+    owner = TaskOwner("test")
+    stop = asyncio.Event()
+    ignored = 0
+
+    async def stubborn() -> None:
+        nonlocal ignored
+        while not stop.is_set():
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                ignored += 1
+
+    task = owner.spawn(stubborn(), name="stubborn", long_running=True)
+    await asyncio.sleep(0)
+    with capture_logs() as logs:
+        await owner.close(patience_s=0.5)  # returns although the task never ends
+    assert not task.done()
+    assert ignored >= 2  # cancelled again while it waited, not once
+    errors = [entry for entry in logs if entry["log_level"] == "error"]
+    assert errors and errors[0]["tasks"] == ["stubborn"], logs
+    stop.set()
+    task.cancel()
+    await asyncio.wait([task], timeout=1)
+    assert task.done()
+
+
+async def test_raise_if_cancelled_ends_a_loop_whose_awaits_swallow_the_cancellation() -> None:
+    rounds = 0
+
+    async def swallowing_call() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            return  # what redis-py does: the command "completes"
+
+    async def loop() -> None:
+        nonlocal rounds
+        while True:
+            rounds += 1
+            await swallowing_call()
+            raise_if_cancelled()
+
+    task = asyncio.get_running_loop().create_task(loop())
+    await asyncio.sleep(0)
+    task.cancel()  # once: no second cancellation comes
+    await asyncio.wait([task], timeout=5)
+    assert task.cancelled()
+    assert rounds == 1
