@@ -33,6 +33,9 @@ Guarantees:
 * No ``get`` waits forever: whatever ends a batch (a reply, a Redis failure, an unexpected error, a
   cancellation), every caller of the batch gets its entry or a `CacheError`. With ``timeout``, each operation
   (a batch included) is also bounded on top of the client's own socket timeouts (a cluster client retries).
+  Non-guarantee: that bound works by cancelling the command, and redis-py often swallows a cancellation that
+  reaches a command in flight (`proxy.tasks`), so then the command ends only with its reply or the client's socket
+  timeout, which is why every client has one.
 * A stored value this module cannot read (another magic/version, truncated, bad content type) is a miss, not an
   error: ``get`` returns None, and the next ``set`` overwrites it. This lets a newer format roll out without
   failing requests; such keys are not deleted on read.
