@@ -25,8 +25,9 @@ from proxy.logs import get_logger
 T = TypeVar("T")
 log = get_logger("proxy.tasks")
 
-#: How often `TaskOwner.close` cancels again a task that has not ended, seconds.
-RECANCEL_S: Final = 0.2
+#: How often `TaskOwner.close` cancels again a task that has not ended, seconds: long enough for a cleanup after
+#: the first cancellation (a fill lease released over a slow Redis path) not to be cut short by the next one.
+RECANCEL_S: Final = 1.0
 #: How long `TaskOwner.close` waits for its tasks in all, seconds (inside the shutdown grace's budget).
 CLOSE_PATIENCE_S: Final = 5.0
 
@@ -75,8 +76,8 @@ class TaskOwner:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def close(self, patience_s: float = CLOSE_PATIENCE_S) -> None:
-        """Cancel every task and wait for them; cancel again every `RECANCEL_S` those that swallowed it; after
+    async def close(self, patience_s: float = CLOSE_PATIENCE_S, recancel_s: float = RECANCEL_S) -> None:
+        """Cancel every task and wait for them; cancel again every ``recancel_s`` those that swallowed it; after
         ``patience_s``, log the ones still running and return without them."""
         self._closed = True
         pending = set(self._tasks)
@@ -90,4 +91,4 @@ class TaskOwner:
                 log.error("background tasks ignored cancellation; shutdown goes on without them",
                           owner=self.name, tasks=sorted(task.get_name() for task in pending))
                 return
-            _done, pending = await asyncio.wait(pending, timeout=min(RECANCEL_S, left))
+            _done, pending = await asyncio.wait(pending, timeout=min(recancel_s, left))

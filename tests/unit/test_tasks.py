@@ -57,7 +57,7 @@ async def test_close_cancels_again_a_task_that_swallowed_the_first_cancellation(
 
     task = owner.spawn(heartbeat_like(), name="heartbeat", long_running=True)
     await asyncio.sleep(0)
-    await owner.close(patience_s=30)
+    await owner.close(patience_s=30, recancel_s=0.05)
     assert swallowed == 1
     assert task.cancelled()
     assert owner.died == {}
@@ -79,7 +79,7 @@ async def test_close_gives_up_on_a_task_that_ignores_every_cancellation_and_says
     task = owner.spawn(stubborn(), name="stubborn", long_running=True)
     await asyncio.sleep(0)
     with capture_logs() as logs:
-        await owner.close(patience_s=0.5)  # returns although the task never ends
+        await owner.close(patience_s=0.5, recancel_s=0.05)  # returns although the task never ends
     assert not task.done()
     assert ignored >= 2  # cancelled again while it waited, not once
     errors = [entry for entry in logs if entry["log_level"] == "error"]
