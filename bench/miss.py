@@ -170,8 +170,8 @@ async def _one(session: aiohttp.ClientSession, gateways: Sequence[str], index: i
     return Sample(action, sent, answered, response.status, response.headers.get("X-Cache", "-"), code, number)
 
 
-async def _run(gateways: Sequence[str], simulator: str, templates: int,
-               wabas: int) -> tuple[list[Sample], dict[str, Any], float]:
+async def _run(gateways: Sequence[str], simulator: str, templates: Sequence[dict[str, str]],
+               wabas: Sequence[dict[str, str]]) -> tuple[list[Sample], dict[str, Any], float]:
     timeout = aiohttp.ClientTimeout(total=120)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
@@ -179,9 +179,9 @@ async def _run(gateways: Sequence[str], simulator: str, templates: int,
             response.raise_for_status()
         start = asyncio.Event()
         tasks = [asyncio.create_task(_one(session, gateways, i, TEMPLATE, q, start))
-                 for i, q in enumerate(template_queries(templates))]
+                 for i, q in enumerate(templates)]
         tasks += [asyncio.create_task(_one(session, gateways, i, WABA, q, start))
-                  for i, q in enumerate(waba_queries(wabas))]
+                  for i, q in enumerate(wabas)]
         await asyncio.sleep(0.05)  # every task is parked on the event: they all go at once
         began = time.monotonic()
         start.set()
@@ -245,32 +245,11 @@ class ColdStart:
                 f"{self.throttled[WABA]}")
 
 
-async def _learn(gateways: Sequence[str], simulator: str, templates: int,
-                 wabas: int) -> tuple[dict[str, int], dict[str, float]]:
-    timeout = aiohttp.ClientTimeout(total=180)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
-        async with session.post(f"{simulator}/__sim/reset") as response:
-            response.raise_for_status()
-        answered: dict[str, list[float]] = {TEMPLATE: [], WABA: []}
-
-        async def one(index: int, action: str, query: dict[str, str]) -> None:
-            async with session.get(f"{gateways[index % len(gateways)]}/v1/{action}", params=query) as response:
-                await response.read()
-                answered[action].append(time.monotonic())
-
-        home = load_document(None)["spaces"][0]["CustSpaceId"]
-        await asyncio.gather(
-            *(one(i, TEMPLATE, {"CustSpaceId": home, "Language": "en_US", "TemplateName": f"learn_{i:05d}"})
-              for i in range(templates)),
-            *(one(i, WABA, {"CustSpaceId": f"97{i:012d}"}) for i in range(wabas)))
-        async with session.get(f"{simulator}/__sim/stats") as response:
-            stats = orjson.loads(await response.read())
-    throttled = {action: int(stats["actions"][action]["throttled"]) for action in (TEMPLATE, WABA)}
-    shares = {}
-    for action, times in answered.items():
-        span = max(times) - min(times) if len(times) > 1 else 0.0
-        shares[action] = (len(times) - 1) / span / ACTIONS[action].cap_per_second if span > 0 else 0.0
-    return throttled, shares
+def learning_queries(templates: int, wabas: int) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Keys no measured backlog uses (template names ``learn_*``, space ids ``97…``), so it still misses after."""
+    home = load_document(None)["spaces"][0]["CustSpaceId"]
+    return ([{"CustSpaceId": home, "Language": "en_US", "TemplateName": f"learn_{i:05d}"} for i in range(templates)],
+            [{"CustSpaceId": f"97{i:012d}"} for i in range(wabas)])
 
 
 def learn(gateways: str | Sequence[str], simulator: str, margin_ms: Callable[[str], float], *,
@@ -279,8 +258,12 @@ def learn(gateways: str | Sequence[str], simulator: str, margin_ms: Callable[[st
     the simulator reset first; ``margin_ms`` reads a gateway's δ."""
     urls = [gateways] if isinstance(gateways, str) else list(gateways)
     before = [margin_ms(url) for url in urls]
-    throttled, shares = asyncio.run(_learn(urls, simulator, templates, wabas))
-    return ColdStart(templates, wabas, before, [margin_ms(url) for url in urls], throttled, shares)
+    samples, stats, _wall = asyncio.run(_run(urls, simulator, *learning_queries(templates, wabas)))
+    began = min(s.sent for s in samples)
+    results = {action: summarise(action, samples, stats, began, len(urls)) for action in (TEMPLATE, WABA)}
+    return ColdStart(templates, wabas, before, [margin_ms(url) for url in urls],
+                     {action: r.throttled for action, r in results.items()},
+                     {action: r.utilisation for action, r in results.items()})
 
 
 def run_misses(gateways: str | Sequence[str], simulator: str, *, templates: int = 100, wabas: int = 150,
@@ -288,7 +271,7 @@ def run_misses(gateways: str | Sequence[str], simulator: str, *, templates: int 
     """``gateways``: one base URL, or several replicas' (each action's misses spread round-robin). ``arrivals``:
     when each call of an action arrived in front of the simulator (`bench.tap.ArrivalTap.arrivals`), if tapped."""
     urls = [gateways] if isinstance(gateways, str) else list(gateways)
-    samples, stats, _wall = asyncio.run(_run(urls, simulator, templates, wabas))
+    samples, stats, _wall = asyncio.run(_run(urls, simulator, template_queries(templates), waba_queries(wabas)))
     began = min(s.sent for s in samples)
     results = [summarise(action, samples, stats, began, len(urls)) for action in (TEMPLATE, WABA)]
     for result in results:

@@ -32,7 +32,7 @@ def miss_path(procs: Procs, simulator: Proc, label: str = "loopback, 1 gateway",
     gateway = procs.gateway(f"gateway-miss-{simulator.name}", simulator.url, extra=MISS_GATEWAY_FLAGS)
     cold = learn(gateway.url, simulator.url, wan.margin_ms)
     results = run_misses(gateway.url, simulator.url, templates=TEMPLATE_MISSES, wabas=WABA_MISSES)
-    note, _margins = wan.margins_note([gateway.url])
+    note, _margins, _allowance = wan.margins_note([gateway.url])
     procs.stop(gateway)
     return MissRun(1, results, [simulator.command, gateway.command], label, (note, cold.note()), target=target)
 
@@ -44,7 +44,7 @@ def miss_path_replicas(procs: Procs, simulator: Proc) -> MissRun:
                               extra=MISS_GATEWAY_FLAGS) for n in range(1, REPLICAS + 1)]
     cold = learn([g.url for g in gateways], simulator.url, wan.margin_ms)
     results = run_misses([g.url for g in gateways], simulator.url, templates=TEMPLATE_MISSES, wabas=WABA_MISSES)
-    note, _margins = wan.margins_note([g.url for g in gateways])
+    note, _margins, _allowance = wan.margins_note([g.url for g in gateways])
     for proc in (*reversed(gateways), redis):
         procs.stop(proc)
     return MissRun(REPLICAS, results, [simulator.command, redis.command, *(g.command for g in gateways)],

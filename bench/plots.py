@@ -127,7 +127,7 @@ def main() -> None:
     import asyncio
 
     from bench.common import TEMPLATE, WABA
-    from bench.miss import _run
+    from bench.miss import _run, template_queries, waba_queries
     from bench.nginx import run_nginx
     from bench.procs import Procs
 
@@ -137,7 +137,8 @@ def main() -> None:
         gateway = procs.gateway("gateway-miss", simulator.url, extra=(
             "--deadline-s", "60", "--upstream-timeout-s", "8", "--queue-bound", f"{TEMPLATE}=1000",
             "--queue-bound", f"{WABA}=1000"))
-        samples, _stats, _wall = asyncio.run(_run([gateway.url], simulator.url, 100, 150))
+        queries = template_queries(100), waba_queries(150)
+        samples, _stats, _wall = asyncio.run(_run([gateway.url], simulator.url, *queries))
         procs.stop(gateway)
         procs.stop(simulator)
         for action, cap in ((TEMPLATE, 5), (WABA, 10)):

@@ -149,20 +149,20 @@ def clock_allowance_ms(url: str) -> float:
     return float(allowance) if allowance is not None else 0.0
 
 
-def margins_note(urls: Sequence[str]) -> tuple[str, list[float]]:
-    """δ of each gateway after a run, and the ceiling by design, as a note; and the δ values. With replicas the
-    shared slots are spaced ``(1 + δ)(1 + a)`` apart over the cap (``a``: the widest clock allowance), so the
-    ceiling is ``1 / ((1 + δ)(1 + a))``."""
+def margins_note(urls: Sequence[str]) -> tuple[str, list[float], float]:
+    """δ of each gateway after a run, and the ceiling by design, as a note; the δ values; and the widest clock
+    allowance, ms (0 for one gateway). With replicas the shared slots are spaced ``(1 + δ)(1 + a)`` apart over the
+    cap (``a``: the widest clock allowance), so the ceiling is ``1 / ((1 + δ)(1 + a))``."""
     values = [margin_ms(url) for url in urls]
     widest = max(values)
     if len(urls) == 1:
         return (f"δ after the run {values[0]:.1f} ms (ceiling by design 1 / (1 + δ) = "
-                f"{1 / (1 + widest / 1000):.3f})", values)
+                f"{1 / (1 + widest / 1000):.3f})", values, 0.0)
     allowances = [clock_allowance_ms(url) for url in urls]
     allowance = max(allowances)
     return (f"δ after the run {' / '.join(f'{v:.1f}' for v in values)} ms, clock allowance a "
             f"{' / '.join(f'{v:.1f}' for v in allowances)} ms (ceiling by design 1 / ((1 + δ)(1 + a)) = "
-            f"{1 / ((1 + widest / 1000) * (1 + allowance / 1000)):.3f})", values)
+            f"{1 / ((1 + widest / 1000) * (1 + allowance / 1000)):.3f})", values, allowance)
 
 
 def _spacing(r: ActionResult, margin_ms: float, allowance_ms: float = 0.0) -> str:
@@ -199,7 +199,7 @@ def wan_single(procs: Procs, simulator: Proc, *, templates: int = TEMPLATE_MISSE
         gateway = procs.gateway("gateway-miss-wan", up.url, extra=(*WAN_FLAGS, *up.ca_flags))
         cold = learn(gateway.url, simulator.url, margin_ms)
         results = run_misses(gateway.url, simulator.url, templates=templates, wabas=wabas, arrivals=up.tap.arrivals)
-        margin_note, (margin,) = margins_note([gateway.url])
+        margin_note, (margin,), _allowance = margins_note([gateway.url])
         notes = (margin_note, cold.note(), *(_spacing(r, margin) for r in results),
                  _traffic("upstream stand-in", up.netem))
         procs.stop(gateway)
@@ -221,8 +221,7 @@ def wan_replicas(procs: Procs, simulator: Proc, *, replicas: int = REPLICAS, tem
         cold = learn([g.url for g in gateways], simulator.url, margin_ms)
         results = run_misses([g.url for g in gateways], simulator.url, templates=templates, wabas=wabas,
                              arrivals=up.tap.arrivals)
-        margin_note, margins = margins_note([g.url for g in gateways])
-        allowance = max(clock_allowance_ms(g.url) for g in gateways)
+        margin_note, margins, allowance = margins_note([g.url for g in gateways])
         notes = (margin_note, cold.note(), *(_spacing(r, max(margins), allowance) for r in results),
                  _traffic("upstream stand-in", up.netem),
                  *(_traffic(f"Redis stand-in {n}", path) for n, path in enumerate(paths, 1)),

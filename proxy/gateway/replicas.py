@@ -128,7 +128,6 @@ class ReplicaKit:
         not Redis's (a bug) is logged and the loop goes on: recovery from an outage depends on it."""
         while True:
             await asyncio.sleep(HEARTBEAT_INTERVAL_S)
-            raise_if_cancelled()
             try:
                 if self.breaker.healthy:
                     try:
